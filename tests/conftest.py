@@ -1,0 +1,48 @@
+"""Shared fixtures: paths to ../shared data and tiny open_clip models with random weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import tinymodels
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RSVLM_SHARED", REPO.parent / "shared"))
+SAMPLES = SHARED / "samples"
+SELO = SHARED / "selo"
+
+# Never reach a model hub from the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own rs-vlm cache (models, embeddings), never the user's."""
+    cache = tmp_path_factory.mktemp("rsvlm-cache")
+    monkeypatch.setenv("RSVLM_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny CLIP: its config file and a plain state_dict checkpoint (random weights, seed 0)."""
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    config = tinymodels.write_config(folder, "rsvlm-test-tiny-clip", tinymodels.tiny_config("clip"))
+    model = tinymodels.build_model(config, seed=0)
+    checkpoint = tinymodels.save_checkpoint(model, folder / "tiny_clip.pt", "state_dict")
+    return {"config": config, "checkpoint": checkpoint, "model": model}
+
+
+@pytest.fixture(scope="session")
+def tiny_coca(tmp_path_factory):
+    """A tiny CoCa: its config file and a plain state_dict checkpoint (random weights, seed 0)."""
+    folder = tmp_path_factory.mktemp("tiny-coca")
+    config = tinymodels.write_config(folder, "rsvlm-test-tiny-coca", tinymodels.tiny_config("coca"))
+    model = tinymodels.build_model(config, seed=0)
+    checkpoint = tinymodels.save_checkpoint(model, folder / "tiny_coca.pt", "state_dict")
+    return {"config": config, "checkpoint": checkpoint, "model": model}
