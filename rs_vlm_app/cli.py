@@ -16,10 +16,7 @@ from rs_vlm_app import __version__
 from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserError
 
 #: Each module defines ``register(tree: CommandTree) -> None``.
-COMMAND_MODULES = (
-    "rs_vlm_app.commands.localize",
-    "rs_vlm_app.commands.evaluate",
-    "rs_vlm_app.commands.models",
+COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
