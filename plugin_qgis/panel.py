@@ -1,0 +1,315 @@
+"""The rs-vlm dock: ask a raster layer (all of it, or the visible part) a question; caption and
+classify its tiles. Every run is a QgsTask on the persistent worker; results arrive as styled
+layers grouped under the query."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsRasterLayer
+from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import QStringListModel
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QCompleter,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import results, settings, sources, specs
+from .compat import enum
+from .settings_dialog import SettingsDialog, describe_hello
+from .shipped import icon_path
+from .tasks import WorkerJobTask
+from .worker import JobOutcome, WorkerService
+
+LOG_TAG = "rs-vlm"
+RECENT_QUERIES = 20
+CLASS_SETS = (("AID (30 scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
+              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list from a file...", ""))
+
+
+class RsVlmPanel(QgsDockWidget):
+    """The dock widget. ``iface`` gives the map canvas and message bar; ``service`` the worker."""
+
+    def __init__(self, iface, service: WorkerService, parent=None):
+        super().__init__("rs-vlm", parent)
+        self.setObjectName("RsVlmPanel")
+        self.iface = iface
+        self.service = service
+        self.tasks: list[WorkerJobTask] = []
+        self._classes_file = ""
+
+        body = QWidget()
+        layout = QVBoxLayout(body)
+
+        source = QGroupBox("Imagery")
+        grid = QGridLayout(source)
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(enum("Qgis.LayerFilter.RasterLayer", "QgsMapLayerProxyModel.Filter.RasterLayer"))
+        self.layer_combo.setToolTip("a raster layer backed by a file (GeoTIFF, COG, VRT, JPEG2000...)")
+        grid.addWidget(QLabel("Layer"), 0, 0)
+        grid.addWidget(self.layer_combo, 0, 1, 1, 2)
+        self.whole = QRadioButton("Whole layer")
+        self.visible = QRadioButton("Visible map extent")
+        self.whole.setChecked(True)
+        self.visible.setToolTip("only the part of the layer inside the map view (a VRT window, no copy)")
+        self._area = QButtonGroup(self)
+        self._area.addButton(self.whole)
+        self._area.addButton(self.visible)
+        grid.addWidget(self.whole, 1, 1)
+        grid.addWidget(self.visible, 1, 2)
+        layout.addWidget(source)
+
+        ask = QGroupBox("Find it on the map")
+        row = QHBoxLayout(ask)
+        self.query = QLineEdit()
+        self.query.setPlaceholderText("describe what to find, e.g. \"airplanes parked near a terminal\"")
+        self.query.setClearButtonEnabled(True)
+        self.query.returnPressed.connect(self.run_localize)
+        self._recent = QStringListModel(self._load_recent())
+        completer = QCompleter(self._recent, self)
+        completer.setCaseSensitivity(enum("Qt.CaseSensitivity.CaseInsensitive"))
+        self.query.setCompleter(completer)
+        self.localize_button = QPushButton("Localize")
+        self.localize_button.setDefault(True)
+        self.localize_button.setToolTip("heat map and hot spots of the query (Enter)")
+        self.localize_button.clicked.connect(self.run_localize)
+        row.addWidget(self.query, 1)
+        row.addWidget(self.localize_button)
+        layout.addWidget(ask)
+
+        describe = QGroupBox("Describe the tiles")
+        drow = QGridLayout(describe)
+        self.caption_button = QPushButton("Caption tiles")
+        self.caption_button.setToolTip("a sentence per tile, from the captioning model")
+        self.caption_button.clicked.connect(self.run_caption)
+        self.class_set = QComboBox()
+        for label, key in CLASS_SETS:
+            self.class_set.addItem(label, key)
+        self.class_set.activated.connect(self._class_set_chosen)
+        self.classify_button = QPushButton("Classify")
+        self.classify_button.setToolTip("zero-shot scene classes per tile, from the CLIP model")
+        self.classify_button.clicked.connect(self.run_classify)
+        drow.addWidget(self.caption_button, 0, 0)
+        drow.addWidget(self.class_set, 1, 0)
+        drow.addWidget(self.classify_button, 1, 1)
+        drow.setColumnStretch(0, 1)
+        layout.addWidget(describe)
+
+        progress_row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_all)
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        layout.addLayout(progress_row)
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+
+        footer = QHBoxLayout()
+        self.worker_label = QLabel()
+        self.worker_label.setWordWrap(True)
+        self.settings_button = QToolButton()
+        self.settings_button.setIcon(QgsApplication.getThemeIcon("/mActionOptions.svg"))
+        self.settings_button.setToolTip("rs-vlm settings: Python, models, device, results folder")
+        self.settings_button.clicked.connect(self.open_settings)
+        footer.addWidget(self.worker_label, 1)
+        footer.addWidget(self.settings_button)
+        layout.addLayout(footer)
+        layout.addStretch(1)
+
+        self.setWidget(body)
+        self.setWindowIcon(QIcon(icon_path()))
+        self.refresh_worker_label()
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def run_localize(self) -> WorkerJobTask | None:
+        query = " ".join(self.query.text().split())
+        if not query:
+            self.report("type what to look for first, e.g. \"a harbour with boats\"", Qgis.MessageLevel.Warning)
+            return None
+        self._remember(query)
+        return self._start("localize", query, lambda scene, out, config: specs.localize(
+            scene, [query], out, config.clip.to_spec(config.device)))
+
+    def run_caption(self) -> WorkerJobTask | None:
+        return self._start("caption", "captions", lambda scene, out, config: specs.caption(
+            scene, out, config.captioner.to_spec(config.device)))
+
+    def run_classify(self) -> WorkerJobTask | None:
+        classes = self.class_set.currentData() or self._classes_file
+        if not classes:
+            self._class_set_chosen(self.class_set.currentIndex())
+            classes = self._classes_file
+            if not classes:
+                return None
+        label = self.class_set.currentText().split(" (")[0] if self.class_set.currentData() else Path(classes).stem
+        return self._start("classify", f"classes: {label}", lambda scene, out, config: specs.classify(
+            scene, out, config.clip.to_spec(config.device), classes))
+
+    def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        self.status.setText("Cancelling...")
+
+    def open_settings(self) -> None:
+        SettingsDialog(self.iface.mainWindow(), on_saved=self.refresh_worker_label).exec()
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def _start(self, kind: str, title: str, make_spec: Callable) -> WorkerJobTask | None:
+        layer = self.layer_combo.currentLayer()
+        config = settings.load_config()
+        try:
+            scene = sources.raster_path(layer)
+            out = self._output_dir(config, layer, kind)
+            if self.visible.isChecked():
+                canvas = self.iface.mapCanvas()
+                extent = sources.layer_crs_extent(layer, canvas.extent(), canvas.mapSettings().destinationCrs())
+                scene = str(sources.write_window_vrt(layer, extent, out / f"{Path(scene).stem}_view.vrt"))
+        except (sources.SourceError, OSError) as exc:
+            self.report(str(exc), Qgis.MessageLevel.Critical)
+            return None
+        spec = make_spec(scene, out, config)
+        group = title if kind == "localize" else f"{title} · {layer.name()}"
+        task = WorkerJobTask(f"rs-vlm: {title} on {layer.name()}", self.service, spec,
+                             lambda outcome: self._finished(task, kind, title, group, layer, outcome))
+        task.stageChanged.connect(self._stage)
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+        self._busy()
+        self.status.setText(f"{title}: starting the worker..." if not self.service.running else f"{title}: queued")
+        return task
+
+    def _output_dir(self, config, layer: QgsRasterLayer, kind: str) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = config.results_dir() / _safe(layer.name())
+        out, n = base / f"{kind}-{stamp}", 2
+        while out.exists():
+            out, n = base / f"{kind}-{stamp}-{n}", n + 1
+        out.mkdir(parents=True)
+        return out
+
+    def _stage(self, text: str, percent: float) -> None:
+        self.status.setText(text)
+        if percent >= 0:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(int(percent))
+        else:
+            self.progress.setRange(0, 0)
+
+    def _busy(self) -> None:
+        self.cancel_button.setEnabled(bool(self.tasks))
+        if self.tasks:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(0)
+
+    def _finished(self, task: WorkerJobTask, kind: str, title: str, group: str, layer, outcome: JobOutcome) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+        self._busy()
+        self.refresh_worker_label()
+        if outcome.status == "cancelled":
+            self.status.setText(f"{title}: cancelled.")
+            self.report(f"{title}: cancelled", Qgis.MessageLevel.Info)
+            return
+        if not outcome.ok:
+            self.status.setText(f"{title}: failed.")
+            self.report(outcome.message, Qgis.MessageLevel.Critical)
+            for line in outcome.logs[-20:]:
+                QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)
+            return
+        try:
+            if kind == "localize":
+                layers = results.localize_layers(outcome, title, layer)
+            elif kind == "caption":
+                layers = results.caption_layers(outcome, layer)
+            else:
+                layers = results.classify_layers(outcome, layer)
+        except results.ResultError as exc:
+            self.report(str(exc), Qgis.MessageLevel.Critical)
+            return
+        results.add_group(layers, group)
+        summary = _summary(kind, title, outcome)
+        self.status.setText(summary)
+        self.report(summary, Qgis.MessageLevel.Success, duration=5)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def report(self, message: str, level, duration: int | None = None) -> None:
+        """A message-bar line (errors stay until closed) and the same line in the rs-vlm log."""
+        if duration is None:
+            duration = 0 if level == Qgis.MessageLevel.Critical else 8
+        self.iface.messageBar().pushMessage("rs-vlm", message, level=level, duration=duration)
+        QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+    def refresh_worker_label(self) -> None:
+        config = settings.load_config()
+        model = config.clip.describe()
+        hello = self.service.hello
+        if hello is not None:
+            state = f"worker ready · {describe_hello(hello)}"
+        elif not config.python:
+            state = "no rs-vlm Python configured: open the settings"
+        else:
+            state = "worker starts with the first run"
+        self.worker_label.setText(f"<small>Model: {model} · device {config.device}<br>{state}</small>")
+
+    def _class_set_chosen(self, index: int) -> None:
+        if self.class_set.itemData(index):
+            return
+        path, _filter = QFileDialog.getOpenFileName(self, "Class list (one class name per line)", "",
+                                                    "Text files (*.txt);;All files (*)")
+        if path:
+            self._classes_file = path
+            self.class_set.setItemText(index, f"Classes from {Path(path).name}")
+
+    def _load_recent(self) -> list[str]:
+        raw = settings.value("recent_queries")
+        return [q for q in raw.split("\n") if q.strip()] if raw else []
+
+    def _remember(self, query: str) -> None:
+        recent = [query] + [q for q in self._recent.stringList() if q != query]
+        recent = recent[:RECENT_QUERIES]
+        self._recent.setStringList(recent)
+        settings.set_value("recent_queries", "\n".join(recent))
+
+
+def _safe(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return cleaned[:60] or "layer"
+
+
+def _summary(kind: str, title: str, outcome: JobOutcome) -> str:
+    summary = outcome.result.summary if outcome.result is not None else {}
+    if kind == "localize":
+        queries = summary.get("queries") or []
+        if queries and isinstance(queries[0], dict) and "hotspots" in queries[0]:
+            n = queries[0]["hotspots"]
+            return f"'{title}': {n} hot spot{'s' if n != 1 else ''}"
+        return f"'{title}': done"
+    return f"{title}: done"

@@ -1,0 +1,1 @@
+"""rs-vlm's Processing provider: algorithms that run jobs in the rs-vlm worker."""

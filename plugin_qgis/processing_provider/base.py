@@ -1,0 +1,234 @@
+"""What every rs-vlm Processing algorithm shares: model/device parameters, running a job in the
+worker with progress and cancel wired to Processing's feedback, copying results to the outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from .. import settings
+from ..compat import enum
+from ..results import apply_style
+from ..settings import ModelChoice
+from ..shipped import icon_path
+from ..sources import SourceError, raster_path
+from ..worker import JobOutcome, WorkerService, run_once
+
+DEVICE_CHOICES = ("from rs-vlm settings", "auto", "cpu", "cuda", "mps")
+
+_shared_service: WorkerService | None = None
+
+
+def set_shared_service(service: WorkerService | None) -> None:
+    """In the QGIS desktop the plugin shares its persistent worker with the algorithms (models stay
+    loaded across runs and batch rows); without one (qgis_process) each run starts a worker."""
+    global _shared_service
+    _shared_service = service
+
+
+class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Applies a shipped .qml to an output layer when Processing loads it into the project."""
+
+    _alive: list[StyleOnLoad] = []  # Processing does not keep Python post-processors alive
+
+    def __init__(self, style: str, name: str = ""):
+        super().__init__()
+        self.style = style
+        self.name = name
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+        apply_style(layer, self.style)
+
+    @classmethod
+    def create(cls, style: str) -> StyleOnLoad:
+        instance = cls(style)
+        cls._alive.append(instance)
+        return instance
+
+
+def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    flag = enum("Qgis.ProcessingParameterFlag.Advanced", "QgsProcessingParameterDefinition.Flag.FlagAdvanced")
+    parameter.setFlags(parameter.flags() | flag)
+    return parameter
+
+
+class WorkerAlgorithm(QgsProcessingAlgorithm):
+    """Base of the algorithms; subclasses define name, parameters and ``processAlgorithm``."""
+
+    #: "clip" or "caption": which model of the settings is the default
+    model_family = "clip"
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802
+        return ""
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path())
+
+    def flags(self):
+        return super().flags() | enum("Qgis.ProcessingAlgorithmFlag.CanCancel",
+                                      "QgsProcessingAlgorithm.Flag.FlagCanCancel")
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return ""
+
+    # -- shared parameters -------------------------------------------------------------------------
+
+    def add_model_parameters(self) -> None:
+        what = "captioning (CoCa)" if self.model_family == "caption" else "CLIP"
+        self.addParameter(QgsProcessingParameterString(
+            "MODEL", f"{what} model: catalogue name or checkpoint file (empty: rs-vlm settings)",
+            defaultValue="", optional=True))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "ARCH", "open_clip architecture of the checkpoint (e.g. ViT-B-32)", defaultValue="", optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterFile(
+            "MODEL_CONFIG", "open_clip model config (.json) of a custom architecture", optional=True,
+            extension="json")))
+        self.addParameter(QgsProcessingParameterEnum(
+            "DEVICE", "Device", options=list(DEVICE_CHOICES), defaultValue=0))
+
+    def add_grid_parameter(self) -> None:
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "GRID", "Tile grid: window sizes in pixels and overlap, e.g. 256,512@0.5 (empty: the SeLo grid "
+            "256/512/768 with half-window shifts)", defaultValue="", optional=True)))
+
+    def model_spec(self, parameters, context) -> dict:
+        config = settings.load_config()
+        default = config.captioner if self.model_family == "caption" else config.clip
+        text = self.parameterAsString(parameters, "MODEL", context).strip()
+        arch = self.parameterAsString(parameters, "ARCH", context).strip()
+        model_config = self.parameterAsFile(parameters, "MODEL_CONFIG", context).strip()
+        choice = ModelChoice(text, arch, model_config) if (text or arch or model_config) else default
+        device_index = self.parameterAsEnum(parameters, "DEVICE", context)
+        device = config.device if device_index == 0 else DEVICE_CHOICES[device_index]
+        return choice.to_spec(device)
+
+    def grid(self, parameters, context) -> str | None:
+        text = self.parameterAsString(parameters, "GRID", context).strip()
+        return text or None
+
+    def scene_path(self, layer) -> str:
+        try:
+            return raster_path(layer)
+        except SourceError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def work_dir(self) -> Path:
+        folder = Path(QgsProcessingUtils.tempFolder()) / f"rsvlm-{self.name()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def run_job(self, spec: dict, feedback) -> JobOutcome:
+        """Run ``spec`` in the worker; progress and log lines go to ``feedback``; QgsProcessingException
+        (with the worker's one-line message) when it fails or is cancelled."""
+        feedback.pushInfo(f"rs-vlm job: {spec.get('kind')} (model: {_describe_model(spec.get('model') or {})})")
+
+        def on_event(event) -> None:
+            if event.type == "progress":
+                if event.fraction is not None:
+                    feedback.setProgress(100.0 * event.fraction)
+                feedback.setProgressText(event.stage)
+            elif event.type == "log":
+                if event.level in ("warning", "error"):
+                    feedback.reportError(event.message, False)
+                elif event.level != "debug":
+                    feedback.pushInfo(event.message)
+            elif event.type == "started":
+                feedback.pushInfo(f"worker started: {getattr(event, 'title', '')}")
+
+        service = _shared_service
+        if service is not None:
+            outcome = service.run(spec, on_event, feedback.isCanceled)
+        else:
+            from qgis.core import QgsApplication
+
+            outcome = run_once(settings.load_config(), spec, on_event, feedback.isCanceled,
+                               qgis_prefix=QgsApplication.prefixPath(),
+                               on_stderr=lambda line: feedback.pushDebugInfo(line))
+        if outcome.status == "cancelled":
+            raise QgsProcessingException(f"rs-vlm: {outcome.message or 'cancelled'}")
+        if not outcome.ok:
+            feedback.reportError(outcome.message, True)
+            raise QgsProcessingException(f"rs-vlm: {outcome.message}")
+        return outcome
+
+    # -- outputs -----------------------------------------------------------------------------------
+
+    def copy_raster(self, source: str, target: str, style: str | None) -> str:
+        """Copy the worker's GeoTIFF to the destination Processing chose (atomically), with the
+        shipped style beside it as ``<name>.qml``."""
+        target_path = Path(target)
+        target_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target_path.with_name(f".{target_path.name}.{uuid.uuid4().hex[:6]}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target_path)
+        if style:
+            from ..shipped import style_path
+
+            with contextlib.suppress(OSError):  # FileNotFoundError included: no style, no .qml
+                shutil.copyfile(style_path(style), target_path.with_suffix(".qml"))
+        return str(target_path)
+
+    def copy_features(self, gpkg: str, layer_name: str, parameters, output: str, context, feedback,
+                      optional: bool = False) -> str | None:
+        """Copy a GeoPackage layer the worker wrote into the feature sink ``output`` (None when an
+        optional output was not asked for)."""
+        source = QgsVectorLayer(f"{gpkg}|layername={layer_name}", layer_name, "ogr")
+        if not source.isValid():
+            raise QgsProcessingException(f"{gpkg}: cannot open the worker's layer '{layer_name}'")
+        sink, dest_id = self.parameterAsSink(parameters, output, context, source.fields(), source.wkbType(),
+                                             source.crs())
+        if sink is None:
+            if optional:
+                return None
+            raise QgsProcessingException(self.invalidSinkError(parameters, output))
+        fast = enum("QgsFeatureSink.Flag.FastInsert")
+        for feature in source.getFeatures():
+            if feedback.isCanceled():
+                break
+            sink.addFeature(feature, fast)
+        del source
+        return dest_id
+
+    def style_when_loaded(self, context, dest_id: str, style: str, name: str) -> None:
+        if context.willLoadLayerOnCompletion(dest_id):
+            details = context.layerToLoadOnCompletionDetails(dest_id)
+            details.name = name
+            details.setPostProcessor(StyleOnLoad.create(style))
+
+
+def _describe_model(model: dict) -> str:
+    name = model.get("name") or (Path(model["checkpoint"]).name if model.get("checkpoint") else "catalogue default")
+    return f"{name}, device {model.get('device', 'auto')}"
+
+
+def result_file(outcome: JobOutcome, role: str, suffixes: tuple[str, ...] = ()) -> str:
+    for f in outcome.files(role):
+        if not suffixes or f.path.lower().endswith(suffixes):
+            return f.path
+    raise QgsProcessingException(f"rs-vlm: the worker's result has no {role} file")
+
+

@@ -1,0 +1,54 @@
+"""Job specs the plugin sends to the worker (JSON objects; rs_vlm_app/jobs/kinds/ defines them).
+
+Every field name the plugin uses for a job lives here, so a change in the app's specs is a change
+in this one module. docs/jobs.md is the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _compact(spec: dict) -> dict:
+    """Leave out options the user did not set, so the worker's defaults apply."""
+    return {k: v for k, v in spec.items() if v is not None and v != ""}
+
+
+def localize(scene: str, queries: list[str], out: Path, model: dict, *, grid: str | None = None,
+             hotspot_threshold: float | None = None, min_valid: float | None = None,
+             bands: list[int] | None = None, compat: str | None = None) -> dict:
+    """Heat map (``<stem>_heatmap.tif``) and hot spots / tile scores (``<stem>.gpkg``) per query."""
+    return _compact({
+        "kind": "localize", "scene": str(scene), "queries": list(queries), "out": str(out), "model": model,
+        "grid": grid, "hotspot_threshold": hotspot_threshold, "min_valid": min_valid,
+        "bands": list(bands) if bands else None, "compat": compat,
+    })
+
+
+def caption(scene: str, out: Path, model: dict, *, grid: str | None = None, decoding: str | None = None,
+            beams: int | None = None, max_len: int | None = None, clip_model: dict | None = None,
+            bands: list[int] | None = None) -> dict:
+    """A GeoPackage of tile polygons with a caption each."""
+    return _compact({
+        "kind": "caption", "scene": str(scene), "out": str(out), "model": model, "grid": grid,
+        "decoding": decoding, "beams": beams, "max_len": max_len, "clip_model": clip_model,
+        "bands": list(bands) if bands else None,
+    })
+
+
+def classify(scene: str, out: Path, model: dict, classes: str, *, top_k: int | None = None,
+             grid: str | None = None, bands: list[int] | None = None) -> dict:
+    """Class raster, probabilities and a GeoPackage of tiles with their top classes."""
+    return _compact({
+        "kind": "classify", "scene": str(scene), "out": str(out), "model": model, "classes": classes,
+        "top_k": top_k, "grid": grid, "bands": list(bands) if bands else None,
+    })
+
+
+def search(scenes: list[str], query: str, out: Path, model: dict, *, top_k: int | None = None,
+           grid: str | None = None, bands: list[int] | None = None) -> dict:
+    """Tile footprints ranked by similarity to ``query`` across ``scenes``, and a contact sheet."""
+    return _compact({
+        "kind": "search", "scenes": [str(s) for s in scenes], "query": query, "out": str(out), "model": model,
+        "top_k": top_k, "grid": grid, "bands": list(bands) if bands else None,
+    })
