@@ -35,7 +35,7 @@ from .compat import enum
 from .settings_dialog import SettingsDialog, describe_hello
 from .shipped import icon_path
 from .tasks import WorkerJobTask
-from .worker import JobOutcome, WorkerService
+from .worker import JobOutcome, WorkerError, WorkerService, check_interpreter
 
 LOG_TAG = "rs-vlm"
 RECENT_QUERIES = 20
@@ -152,11 +152,11 @@ class RsVlmPanel(QgsDockWidget):
             return None
         self._remember(query)
         return self._start("localize", query, lambda scene, out, config: specs.localize(
-            scene, [query], out, config.clip.to_spec(config.device)))
+            scene, [query], out, config.clip.to_spec(config.device), grid=config.grid or None))
 
     def run_caption(self) -> WorkerJobTask | None:
         return self._start("caption", "captions", lambda scene, out, config: specs.caption(
-            scene, out, config.captioner.to_spec(config.device)))
+            scene, out, config.captioner.to_spec(config.device), grid=config.grid or None))
 
     def run_classify(self) -> WorkerJobTask | None:
         classes = self.class_set.currentData() or self._classes_file
@@ -167,7 +167,7 @@ class RsVlmPanel(QgsDockWidget):
                 return None
         label = self.class_set.currentText().split(" (")[0] if self.class_set.currentData() else Path(classes).stem
         return self._start("classify", f"classes: {label}", lambda scene, out, config: specs.classify(
-            scene, out, config.clip.to_spec(config.device), classes))
+            scene, out, config.clip.to_spec(config.device), classes, grid=config.grid or None))
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):
@@ -183,13 +183,14 @@ class RsVlmPanel(QgsDockWidget):
         layer = self.layer_combo.currentLayer()
         config = settings.load_config()
         try:
+            check_interpreter(config.python)
             scene = sources.raster_path(layer)
             out = self._output_dir(config, layer, kind)
             if self.visible.isChecked():
                 canvas = self.iface.mapCanvas()
                 extent = sources.layer_crs_extent(layer, canvas.extent(), canvas.mapSettings().destinationCrs())
                 scene = str(sources.write_window_vrt(layer, extent, out / f"{Path(scene).stem}_view.vrt"))
-        except (sources.SourceError, OSError) as exc:
+        except (WorkerError, sources.SourceError, OSError) as exc:
             self.report(str(exc), Qgis.MessageLevel.Critical)
             return None
         spec = make_spec(scene, out, config)

@@ -70,6 +70,7 @@ class AppConfig:
     clip: ModelChoice = field(default_factory=ModelChoice)
     captioner: ModelChoice = field(default_factory=ModelChoice)
     device: str = "auto"
+    grid: str = ""               # tile grid for panel runs ("" = the worker's default, the SeLo grid)
     output_dir: str = ""
 
     def results_dir(self) -> Path:
@@ -144,6 +145,7 @@ def load_config() -> AppConfig:
         clip=ModelChoice(_text(s, "clip/model"), _text(s, "clip/arch"), _text(s, "clip/config")),
         captioner=ModelChoice(_text(s, "caption/model"), _text(s, "caption/arch"), _text(s, "caption/config")),
         device=device if device in DEVICES or device.startswith("cuda:") else "auto",
+        grid=_text(s, "grid"),
         output_dir=_text(s, "output_dir"),
     )
 
@@ -164,6 +166,7 @@ def save_config(config: AppConfig) -> None:
         s.setValue(f"{PREFIX}{key}/arch", choice.arch)
         s.setValue(f"{PREFIX}{key}/config", choice.config)
     s.setValue(PREFIX + "device", config.device)
+    s.setValue(PREFIX + "grid", config.grid)
     s.setValue(PREFIX + "output_dir", config.output_dir)
 
 

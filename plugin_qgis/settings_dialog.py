@@ -142,6 +142,10 @@ class SettingsWidget(QWidget):
         self.device.setCurrentText(self.config.device)
         self.device.setToolTip("auto = the first GPU (CUDA or Apple MPS) the worker finds, else the CPU")
         mform.addRow("Device", self.device)
+        self.grid = QLineEdit(self.config.grid)
+        self.grid.setPlaceholderText("SeLo grid: windows 256, 512, 768 px with half-window shifts")
+        self.grid.setToolTip("tile windows in pixels and their overlap for panel runs, e.g. 256,512@0.25")
+        mform.addRow("Tile grid", self.grid)
         self.output = QgsFileWidget()
         self.output.setStorageMode(enum("QgsFileWidget.StorageMode.GetDirectory"))
         self.output.setFilePath(self.config.output_dir)
@@ -184,6 +188,7 @@ class SettingsWidget(QWidget):
             clip=self.clip.choice(),
             captioner=self.captioner.choice(),
             device=self.device.currentText(),
+            grid=self.grid.text().strip(),
             output_dir=self.output.filePath().strip(),
         )
 
