@@ -3,6 +3,7 @@ builder, loading styled outputs, and bad input as QgsProcessingException message
 
 from __future__ import annotations
 
+import processing
 import pytest
 from processing.core.Processing import Processing
 from qgis.core import (
@@ -22,7 +23,6 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-import processing
 from tests.qgis.conftest import LANDSAT, NAIP
 
 ALGORITHMS = ("rsvlm:localize",)
