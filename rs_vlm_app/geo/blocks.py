@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio
 
 from rs_vlm_app.geo.grid import COL0, COL1, ROW0, ROW1, SCALE
 from rs_vlm_app.geo.raster import RasterSource
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 #: A chunk holds about this many bytes of RGB + mask (its row count is at least MIN_CHUNK_ROWS).
 CHUNK_BYTES = 64 << 20
 MIN_CHUNK_ROWS = 256
+#: Lower bound of GDAL's block cache while the reader reads a chunk.
+MIN_GDAL_CACHE = 64 << 20
 
 
 @dataclass
@@ -215,6 +218,9 @@ class _RowBuffer:
         self.source = source
         self.chunk_rows = chunk_rows
         self.block = max(1, source.block_height)
+        self.cache_bytes = max(
+            MIN_GDAL_CACHE, (chunk_rows + self.block) * source.width * source.count * np.dtype(source.dtype).itemsize
+        )
         self.chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, rgb, valid)
 
     @property
@@ -248,7 +254,10 @@ class _RowBuffer:
     def _read_more(self, row0: int) -> None:
         first = row0 if not self.chunks else self.stop
         end = min(self.source.height, -(-(first + self.chunk_rows) // self.block) * self.block)
-        rgb, valid = self.source.read_rgb(first, end, 0, self.source.width)
+        # Each block is decoded once, so GDAL's block cache (by default 5% of RAM, several GiB on a
+        # big machine) only piles up stale blocks: cap it to about one chunk of the file's blocks.
+        with rasterio.Env(GDAL_CACHEMAX=self.cache_bytes):
+            rgb, valid = self.source.read_rgb(first, end, 0, self.source.width)
         self.chunks.append((first, rgb, valid))
 
 

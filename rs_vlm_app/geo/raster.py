@@ -77,7 +77,7 @@ class RasterSource:
         self.band_indexes = _choose_bands(dataset, path, bands)
         self._unique = tuple(dict.fromkeys(self.band_indexes))
         self._channel_rows = [self._unique.index(b) for b in self.band_indexes]
-        self.dtype = dataset.dtypes[self.band_indexes[0] - 1]
+        self.dtype = np.result_type(*(dataset.dtypes[b - 1] for b in self._unique)).name
         self.nodata = dataset.nodata
         self._nodata = [dataset.nodatavals[b - 1] for b in self._unique]
         self._mask_mode = _mask_mode(dataset, self._unique)
@@ -85,9 +85,7 @@ class RasterSource:
         self.block_height = int(dataset.block_shapes[self.band_indexes[0] - 1][0])
         self.crs, self.transform, self.georeferenced = _georeferencing(dataset, path)
         self.stretch = None
-        if np.dtype(self.dtype) != np.uint8 or any(
-            np.dtype(dataset.dtypes[b - 1]) != np.uint8 for b in self._unique
-        ):
+        if self.dtype != "uint8":
             self.stretch = self._estimate_stretch()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -140,41 +138,44 @@ class RasterSource:
         self, window: Window, out_shape: tuple[int, int] | None, resampling: Resampling,
         want_data: bool = True,
     ) -> tuple[np.ndarray | None, np.ndarray]:
-        """The unique chosen bands (n, h, w) in their own dtype and the pixel validity (h, w).
-
-        With ``want_data=False`` the bands are read only when validity depends on them."""
+        """The unique chosen bands, pixel-interleaved (h, w, n) in the source dtype, and the pixel
+        validity (h, w). With ``want_data=False`` the bands are read only if validity needs them."""
         h, w = (int(window.height), int(window.width)) if out_shape is None else out_shape
-        float_data = any(np.dtype(self._ds.dtypes[b - 1]).kind == "f" for b in self._unique)
+        float_data = np.dtype(self.dtype).kind == "f"
         with rasterio.Env():  # routes GDAL's messages to logging, not stderr
             data = None
             if want_data or self._mask_mode == "nodata" or float_data:
-                shape = None if out_shape is None else (len(self._unique), h, w)
-                data = self._ds.read(self._unique, window=window, out_shape=shape, resampling=resampling)
+                data = np.empty((h, w, len(self._unique)), dtype=self.dtype)
+                # GDAL writes straight into the interleaved buffer (rasterio passes the strides)
+                self._ds.read(self._unique, window=window, out=data.transpose(2, 0, 1), resampling=resampling)
             if self._mask_mode == "per_dataset":
                 mask_shape = None if out_shape is None else (1, h, w)
                 valid = self._ds.read_masks([self._unique[0]], window=window, out_shape=mask_shape)[0] > 0
             elif self._mask_mode == "nodata":
                 assert data is not None
                 valid = np.zeros((h, w), dtype=bool)
-                for band, nodata in zip(data, self._nodata, strict=True):
-                    valid |= ~is_nodata(band, nodata)
+                for i, nodata in enumerate(self._nodata):
+                    valid |= ~is_nodata(data[..., i], nodata)
             else:
                 valid = np.ones((h, w), dtype=bool)
-        if data is not None and data.dtype.kind == "f":
-            valid &= np.isfinite(data).all(axis=0)
+        if data is not None and float_data:
+            valid &= np.isfinite(data).all(axis=2)
         return data, valid
 
     def _to_rgb(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        h, w = valid.shape
+        """(h, w, n) unique bands -> (h, w, 3) uint8; invalid pixels set to 0."""
         if self._palette is not None:
-            rgb = self._palette[data[0]]
+            rgb = self._palette[data[..., 0]]
+        elif self.stretch is None and self._unique == self.band_indexes:
+            rgb = data  # uint8, already R, G, B interleaved
         else:
             if self.stretch is not None:
-                data = np.stack([apply_stretch(band, lo, hi) for band, (lo, hi) in
-                                 zip(data, self._unique_stretch(), strict=True)])
-            rgb = np.empty((h, w, 3), dtype=np.uint8)
+                bands = [apply_stretch(data[..., i], lo, hi) for i, (lo, hi) in enumerate(self._unique_stretch())]
+            else:
+                bands = [data[..., i] for i in range(data.shape[2])]
+            rgb = np.empty((*valid.shape, 3), dtype=np.uint8)
             for channel, row in enumerate(self._channel_rows):
-                rgb[..., channel] = data[row]
+                rgb[..., channel] = bands[row]
         if not valid.all():
             rgb[~valid] = 0
         return rgb
@@ -197,9 +198,10 @@ class RasterSource:
                 path=self.path,
             ) from None
         assert data is not None
+        bands = np.moveaxis(data, 2, 0)
         band_valid = np.stack([valid & ~is_nodata(band, nodata) for band, nodata in
-                               zip(data, self._nodata, strict=True)])
-        unique = estimate_stretch(data, band_valid)
+                               zip(bands, self._nodata, strict=True)])
+        unique = estimate_stretch(bands, band_valid)
         return tuple(unique[self._unique.index(b)] for b in self.band_indexes)
 
     # -- identity and outputs ---------------------------------------------------------------------

@@ -131,14 +131,15 @@ def test_int16_lookup_table_handles_negative_values(tmp_path):
 
 
 class _RecordingDataset:
-    """Wraps a rasterio dataset and records the out_shape of each read."""
+    """Wraps a rasterio dataset and records the shape (bands, h, w) each read returns."""
 
     def __init__(self, dataset, calls):
         self._dataset, self._calls = dataset, calls
 
     def read(self, *args, **kwargs):
-        self._calls.append(("read", kwargs.get("window"), kwargs.get("out_shape")))
-        return self._dataset.read(*args, **kwargs)
+        result = self._dataset.read(*args, **kwargs)
+        self._calls.append(("read", kwargs.get("window"), result.shape))
+        return result
 
     def read_masks(self, *args, **kwargs):
         self._calls.append(("read_masks", kwargs.get("window"), kwargs.get("out_shape")))
