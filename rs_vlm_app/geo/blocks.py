@@ -1,12 +1,14 @@
-"""The block reader: read a raster once per scale in big row chunks, cut tiles in memory, prefetch.
+"""The block reader: read a raster in big full-width row chunks, cut tiles in memory, prefetch.
 
-Windows are processed in (scale, row0, col0) order. For each scale, a sliding buffer of full-width
-row chunks holds the rows the current windows need: rows not yet buffered are read in chunks of a
-few hundred rows (aligned to the file's block height), rows no remaining window of the scale needs
-are dropped, and tiles are cut from the buffer. Memory stays bounded by about
-``(largest window + 2 chunks) x width x 4 bytes`` plus the prefetched batches, however big the
-raster. Cutting and ``tile_transform`` run on a background thread so the consumer (the model)
-rarely waits on the disk.
+Windows are processed in a fixed sorted order: by default (scale, row0, col0), as the SeLo
+pipeline numbers them, which reads the raster once per scale; ``order="rows"`` sorts by
+(row0, scale, col0) and reads every pixel once in all. A sliding buffer of full-width row chunks
+holds the rows the current windows need: rows not yet buffered are read in chunks of a few hundred
+rows or more (aligned to the file's block height), rows no later window needs are dropped, and tiles
+are cut from the buffer. Memory stays bounded by about ``(largest window + 2 chunks) x width x 4
+bytes`` plus GDAL's block cache (capped to about one chunk while reading) and the prefetched
+batches, however big the raster. Cutting and ``tile_transform`` run on a background thread so the
+consumer (the model) rarely waits on the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import rasterio
@@ -53,15 +56,17 @@ class BlockReader:
     (a read-only view: copy it to keep it) to the model input (S, S, 3) uint8; it runs on the
     prefetch thread (``workers`` > 1: on that many threads). Windows with a valid fraction below
     ``min_valid`` are not transformed nor yielded; they are listed in :attr:`skipped`. ``start``
-    skips the first ``start`` windows of the sorted order (resume). Breaking out of the loop or
-    closing the iterator stops the background thread.
+    skips the first ``start`` windows of the sorted order (resume; see :attr:`TileBatch.next_start`).
+    ``order``: "scale" sorts by (scale, row0, col0) and reads the raster once per scale; "rows" sorts
+    by (row0, scale, col0) and reads it once. Breaking out of the loop or closing the iterator stops
+    the background thread.
     """
 
     def __init__(
         self, source: RasterSource, windows: np.ndarray, *, batch_size: int,
         tile_transform: Callable[[np.ndarray], np.ndarray], min_valid: float = 0.5, start: int = 0,
         prefetch: int = 2, reporter: Reporter | None = None, workers: int = 1,
-        chunk_rows: int | None = None,
+        chunk_rows: int | None = None, order: Literal["scale", "rows"] = "scale",
     ):
         windows = np.asarray(windows, dtype=np.int64)
         if windows.ndim != 2 or windows.shape[1] != 5:
@@ -86,8 +91,14 @@ class BlockReader:
         self.reporter = reporter
         self.workers = workers
         self.chunk_rows = chunk_rows or default_chunk_rows(source.width, source.block_height)
-        #: order[k] is the windows row processed k-th.
-        self.order = np.lexsort((windows[:, COL0], windows[:, ROW0], windows[:, SCALE])).astype(np.int64)
+        if order == "scale":
+            keys = (windows[:, COL0], windows[:, ROW0], windows[:, SCALE])
+        elif order == "rows":
+            keys = (windows[:, COL0], windows[:, SCALE], windows[:, ROW0])
+        else:
+            raise ValueError(f"order must be 'scale' or 'rows', got {order!r}")
+        #: order[k] is the row of ``windows`` processed k-th.
+        self.order = np.lexsort(keys).astype(np.int64)
         self._skipped: list[np.ndarray] = []
 
     def __len__(self) -> int:

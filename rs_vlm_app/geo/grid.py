@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -95,8 +96,8 @@ class GridSpec:
 SELO_GRID = GridSpec("selo", (256, 512, 768))
 
 
-def build_windows(spec: GridSpec, height: int, width: int) -> np.ndarray:
-    """All windows of ``spec`` over a ``height`` x ``width`` raster.
+def build_windows(spec: GridSpec, height: int, width: int, *, path: str | Path | None = None) -> np.ndarray:
+    """All windows of ``spec`` over a ``height`` x ``width`` raster (``path``: named in messages).
 
     Returns an ``(N, 5)`` int64 array (row0, row1, col0, col1, scale), each window once, sorted by
     (scale, row0, col0). Sizes larger than the raster are skipped with a warning; if none fits,
@@ -105,11 +106,13 @@ def build_windows(spec: GridSpec, height: int, width: int) -> np.ndarray:
     fitting = [s for s in spec.sizes if s <= height and s <= width]
     for s in spec.sizes:
         if s not in fitting:
-            log.warning("window size %d skipped: the raster is only %d x %d pixels", s, height, width)
+            log.warning("%swindow size %d skipped: the raster is only %d x %d pixels",
+                        f"{path}: " if path is not None else "", s, height, width)
     if not fitting:
         raise UserError(
             f"the raster is {height} x {width} pixels, smaller than the smallest window {min(spec.sizes)}; "
-            "choose a smaller grid"
+            "choose a smaller grid",
+            path=path,
         )
     parts = []
     for s in sorted(fitting):

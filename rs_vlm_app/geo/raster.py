@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import warnings
@@ -34,6 +35,12 @@ from rasterio.windows import Window
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.geo import fingerprint as _fingerprint
 from rs_vlm_app.geo.stretch import Stretch, apply_stretch, estimate_stretch, sample_shape
+
+#: Rasters up to this many pixels (and any with overviews) estimate their stretch on a decimated read.
+SAMPLE_FULL_READ_PIXELS = 4096 * 4096
+#: Bigger rasters without overviews: SAMPLE_GRID x SAMPLE_GRID squares of SAMPLE_SQUARE pixels.
+SAMPLE_GRID = 8
+SAMPLE_SQUARE = 256
 
 try:  # GDAL errors raised while reading (private module; RasterioError covers the rest)
     from rasterio._err import CPLE_BaseError
@@ -185,11 +192,9 @@ class RasterSource:
         return tuple(self.stretch[self.band_indexes.index(b)] for b in self._unique)
 
     def _estimate_stretch(self) -> Stretch:
-        shape = sample_shape(self.height, self.width)
-        window = self._window(0, self.height, 0, self.width)
         try:
             with self._lock:
-                data, valid = self._read(window, shape, Resampling.nearest)
+                data, valid = self._stretch_sample()
         except _READ_ERRORS as exc:
             self.close()
             raise UserError(
@@ -197,12 +202,36 @@ class RasterSource:
                 f"truncated or corrupt ({_gdal_reason(exc, self.path)})",
                 path=self.path,
             ) from None
-        assert data is not None
         bands = np.moveaxis(data, 2, 0)
         band_valid = np.stack([valid & ~is_nodata(band, nodata) for band, nodata in
                                zip(bands, self._nodata, strict=True)])
         unique = estimate_stretch(bands, band_valid)
         return tuple(unique[self._unique.index(b)] for b in self.band_indexes)
+
+    def _stretch_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels to estimate the stretch from, (h, w, n) and (h, w), never the full raster.
+
+        A decimated read of about SAMPLE_LONG_SIDE on the long side where the file has overviews
+        (GDAL reads those) or is small; otherwise SAMPLE_GRID x SAMPLE_GRID evenly spaced squares
+        aligned to the file's blocks, so only a few blocks are decoded (a decimated read of a
+        raster without overviews decodes every block)."""
+        has_overviews = bool(self._ds.overviews(self._unique[0]))
+        if has_overviews or self.height * self.width <= SAMPLE_FULL_READ_PIXELS:
+            window = self._window(0, self.height, 0, self.width)
+            data, valid = self._read(window, sample_shape(self.height, self.width), Resampling.nearest)
+            assert data is not None
+            return data, valid
+        block_h, block_w = self._ds.block_shapes[self._unique[0] - 1]
+        side_h, side_w = min(SAMPLE_SQUARE, self.height), min(SAMPLE_SQUARE, self.width)
+        datas, valids = [], []
+        for row in _spread(self.height - side_h, SAMPLE_GRID, block_h):
+            for col in _spread(self.width - side_w, SAMPLE_GRID, block_w):
+                data, valid = self._read(self._window(row, row + side_h, col, col + side_w), None,
+                                         Resampling.nearest)
+                assert data is not None
+                datas.append(data)
+                valids.append(valid)
+        return np.concatenate(datas, axis=1), np.concatenate(valids, axis=1)
 
     # -- identity and outputs ---------------------------------------------------------------------
 
@@ -279,7 +308,7 @@ def open_raster(path: str | Path, bands: Sequence[int] | None = None) -> RasterS
     if not _GDAL_PATH.search(str(path)) and not path.exists():
         raise UserError("file not found", path=path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env(**_open_options()):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
     except _READ_ERRORS as exc:
@@ -304,6 +333,18 @@ def is_nodata(band: np.ndarray, nodata: float | None) -> np.ndarray:
         if not (info.min <= nodata <= info.max and float(nodata).is_integer()):
             return np.zeros(band.shape, dtype=bool)
     return band == band.dtype.type(nodata)
+
+
+def _spread(span: int, count: int, block: int) -> list[int]:
+    """Up to ``count`` evenly spaced offsets in 0..span, rounded down to a multiple of ``block``."""
+    offsets = {int(span * i / max(1, count - 1)) // block * block for i in range(count)}
+    return sorted(min(o, span) for o in offsets)
+
+
+def _open_options() -> dict[str, str]:
+    """GDAL settings at open: decode compressed blocks on all cores (GeoTIFF reads a big window's
+    blocks in parallel; JPEG2000 too) unless the user set GDAL_NUM_THREADS."""
+    return {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": "ALL_CPUS"}
 
 
 def _choose_bands(dataset: Any, path: Path, bands: Sequence[int] | None) -> tuple[int, int, int]:

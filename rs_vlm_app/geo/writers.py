@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from rs_vlm_app.atomic import atomic_path
@@ -119,7 +121,11 @@ def _write_gtiff(
 ) -> None:
     options = {"COMPRESS_OVERVIEW": "DEFLATE", "PREDICTOR_OVERVIEW": str(profile["predictor"]),
                "GDAL_TIFF_OVR_BLOCKSIZE": str(profile["blockxsize"])}
-    with rasterio.Env(**options), rasterio.open(target, "w", **profile) as dst:
+    with warnings.catch_warnings():
+        # the pixel frame (PIXEL_TRANSFORM) is a flipped identity: GDAL's GTiff driver does store it
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        dst = rasterio.open(target, "w", **profile)
+    with rasterio.Env(**options), dst:
         if callable(blocks):
             for _ij, window in dst.block_windows(1):
                 _write_block(dst, window, blocks(window))
@@ -238,10 +244,12 @@ def write_gpkg(path: str | Path, layers: Sequence[VectorLayer], *, crs: CRS | st
     path = Path(path)
     with atomic_path(path) as tmp:
         for i, (layer, (wkb, values, field_names)) in enumerate(zip(layers, prepared, strict=True)):
-            ogr_write(
-                str(tmp), wkb, values, field_names, layer=layer.name, driver="GPKG", crs=crs_text,
-                geometry_type=layer.geometry_type, append=i > 0, encoding="UTF-8",
-            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # None: pixel frame
+                ogr_write(
+                    str(tmp), wkb, values, field_names, layer=layer.name, driver="GPKG", crs=crs_text,
+                    geometry_type=layer.geometry_type, append=i > 0, encoding="UTF-8",
+                )
     return path
 
 

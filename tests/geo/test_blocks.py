@@ -77,6 +77,23 @@ def test_every_window_once_with_the_pixels_of_a_direct_read():
     assert all((r1 - r0) >= 96 or r1 == 723 for r0, r1, _c0, _c1 in counting.reads)
 
 
+def test_rows_order_reads_every_pixel_once_in_all_and_yields_the_same_tiles():
+    with open_raster(NAIP) as src:
+        windows = build_windows(SELO_GRID, src.height, src.width)
+        _batches, by_scale = collect(BlockReader(src, windows, batch_size=8, tile_transform=to_model,
+                                                 chunk_rows=128))
+        counting = CountingSource(src)
+        reader = BlockReader(counting, windows, batch_size=8, tile_transform=to_model, chunk_rows=128,
+                             order="rows")
+        batches, by_rows = collect(reader)
+    assert sorted(by_rows) == sorted(by_scale) == list(range(len(windows)))
+    for index, tile in by_rows.items():
+        np.testing.assert_array_equal(tile, by_scale[index])
+    keys = [(windows[i, 0], windows[i, 4], windows[i, 2]) for i in np.concatenate([b.indexes for b in batches])]
+    assert keys == sorted(keys)
+    assert sum(r1 - r0 for r0, r1, _c0, _c1 in counting.reads) == 723
+
+
 def test_selo_grid_batches_match_direct_reads_across_chunk_boundaries():
     with open_raster(NAIP) as src:
         windows = build_windows(SELO_GRID, src.height, src.width)
@@ -108,6 +125,20 @@ def test_start_skips_the_first_windows_and_next_start_resumes():
     assert seen == full.tolist()
 
 
+class RecordingReporter:
+    def __init__(self):
+        self.lines = []
+
+    def progress(self, stage, done, total=None):
+        pass
+
+    def log(self, message, level="info"):
+        self.lines.append(message)
+
+    def cancel_requested(self):
+        return False
+
+
 def test_windows_mostly_nodata_are_skipped_and_listed(tmp_path):
     path = naip_with_hole(tmp_path / "hole.tif", rows=slice(0, 300), cols=slice(0, 400))
     with open_raster(path) as src:
@@ -117,12 +148,15 @@ def test_windows_mostly_nodata_are_skipped_and_listed(tmp_path):
             _rgb, valid = src.read_rgb(row0, row1, col0, col1)
             expected_fraction.append(valid.mean())
         expected_fraction = np.array(expected_fraction)
-        reader = BlockReader(src, windows, batch_size=8, tile_transform=to_model, min_valid=0.5)
+        reporter = RecordingReporter()
+        reader = BlockReader(src, windows, batch_size=8, tile_transform=to_model, min_valid=0.5,
+                             reporter=reporter)
         batches, tiles = collect(reader)
     kept = np.flatnonzero(expected_fraction >= 0.5)
     assert sorted(tiles) == kept.tolist()
     np.testing.assert_array_equal(np.sort(reader.skipped), np.flatnonzero(expected_fraction < 0.5))
     assert len(reader.skipped) > 10
+    assert reporter.lines == [f"{len(reader.skipped)} tiles skipped: less than 50% valid pixels (nodata)"]
     per_batch = np.concatenate([b.skipped for b in batches])
     assert set(per_batch.tolist()) <= set(reader.skipped.tolist())
     fractions = {i: f for b in batches for i, f in zip(b.indexes.tolist(), b.valid_fraction.tolist(), strict=True)}

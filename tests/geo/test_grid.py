@@ -88,6 +88,9 @@ def test_no_scale_fits_is_a_user_error():
     assert str(exc.value) == (
         "the raster is 200 x 300 pixels, smaller than the smallest window 256; choose a smaller grid"
     )
+    with pytest.raises(UserError) as exc:
+        build_windows(GridSpec.parse("512"), 200, 300, path="small.png")
+    assert str(exc.value).startswith("small.png: the raster is 200 x 300 pixels, smaller than the smallest window 512")
 
 
 def test_parse_and_key():

@@ -16,7 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.geo import raster as raster_module
 from rs_vlm_app.geo.raster import PIXEL_TRANSFORM, open_raster
-from tests.geo.rasters import LANDSAT, NAIP, TRANSFORM, naip, naip_with_hole, ramp_uint16, write
+from tests.geo.rasters import LANDSAT, NAIP, TRANSFORM, UTM, naip, naip_with_hole, ramp_uint16, write
 
 
 def expected_stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -166,6 +166,32 @@ def test_stretch_is_estimated_on_a_decimated_read(tmp_path, monkeypatch):
     assert src.stretch[0] == pytest.approx((lo, hi), abs=15)
 
 
+def test_big_raster_without_overviews_samples_a_few_blocks(tmp_path, monkeypatch):
+    rows, cols = np.arange(4100, dtype=np.int32)[:, None], np.arange(4200, dtype=np.int32)[None, :]
+    data = ((rows * 7 + cols * 3) % 4001 + 500).astype(np.uint16)[np.newaxis]
+    path = write(tmp_path / "big_no_ovr.tif", data, tiled=True, blockxsize=256, blockysize=256,
+                 compress="deflate")
+    calls = []
+    real_open = raster_module.rasterio.open
+    monkeypatch.setattr(raster_module.rasterio, "open", lambda p: _RecordingDataset(real_open(p), calls))
+    with open_raster(path) as src:
+        stretch = src.stretch
+    reads = [c for c in calls if c[0] == "read"]
+    assert len(reads) == 64
+    assert all(shape == (1, 256, 256) for _k, _w, shape in reads)
+    assert all(w.row_off % 256 == 0 and w.col_off % 256 == 0 for _k, w, _s in reads)
+    assert sum(np.prod(shape) for _k, _w, shape in reads) < data.size / 4
+    expected = np.percentile(data, [2, 98])
+    assert stretch[0] == pytest.approx(tuple(expected), rel=0.05)
+    # with overviews, one decimated read (GDAL serves it from the overviews)
+    with real_open(path, "r+") as dst:
+        dst.build_overviews([2, 4, 8])
+    calls.clear()
+    with open_raster(path):
+        pass
+    assert [shape for kind, _w, shape in calls if kind == "read"] == [(1, 1000, 1024)]
+
+
 def test_float32_nan_is_masked_and_ignored_by_the_stretch(tmp_path):
     rng = np.random.default_rng(2)
     data = rng.normal(0.2, 0.05, size=(3, 64, 80)).astype(np.float32)
@@ -302,6 +328,27 @@ def test_fingerprint_follows_pixels_not_names_or_mtime(tmp_path):
         assert x.fingerprint() != y.fingerprint()
 
 
+def test_fingerprint_of_a_vrt_follows_its_sources(tmp_path):
+    source = tmp_path / "source.tif"
+    shutil.copy(NAIP, source)
+    vrt = tmp_path / "view.vrt"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="934" rasterYSize="723"><VRTRasterBand dataType="Byte" band="1">'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>1'
+        "</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>")
+    with open_raster(vrt) as src:
+        assert str(source) in src.files
+        before = src.fingerprint()
+    data = naip()
+    data[0, :10, :10] = 1
+    with rasterio.open(NAIP) as original:
+        profile = original.profile
+    with rasterio.open(source, "w", **profile) as dst:
+        dst.write(data)
+    with open_raster(vrt) as src:
+        assert src.fingerprint() != before
+
+
 def test_fingerprint_samples_big_files(tmp_path):
     from rs_vlm_app.geo.fingerprint import sampled_digest
 
@@ -395,3 +442,19 @@ def test_transform_survives_reopen_and_geotransform_without_crs_warns(tmp_path, 
     with open_raster(path) as src:
         assert src.transform == TRANSFORM and src.crs is None and src.georeferenced
     assert len(caplog.records) == 1 and "no CRS" in caplog.records[0].getMessage()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # building the file
+def test_ground_control_points_only_give_an_affine_fit(tmp_path, caplog):
+    from rasterio.control import GroundControlPoint
+
+    gcps = [GroundControlPoint(row=r, col=c, x=500000 + 10 * c, y=5200000 - 10 * r)
+            for r, c in ((0, 0), (0, 60), (40, 0), (40, 60))]
+    path = write(tmp_path / "gcps.tif", naip()[:3, :40, :60], crs=None, transform=None)
+    with rasterio.open(path, "r+") as dst:
+        dst.gcps = (gcps, rasterio.crs.CRS.from_user_input(UTM))
+    caplog.set_level(logging.WARNING)
+    with open_raster(path) as src:
+        assert src.georeferenced and src.crs.to_epsg() == 26914
+        assert src.transform @ (60, 40) == pytest.approx((500600, 5199600))
+    assert len(caplog.records) == 1 and "ground control points" in caplog.records[0].getMessage()
