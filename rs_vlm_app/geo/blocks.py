@@ -31,7 +31,7 @@ from rs_vlm_app.reporting import Reporter
 log = logging.getLogger(__name__)
 
 #: A chunk holds about this many bytes of RGB + mask (its row count is at least MIN_CHUNK_ROWS).
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 32 << 20
 MIN_CHUNK_ROWS = 256
 #: Lower bound of GDAL's block cache while the reader reads a chunk.
 MIN_GDAL_CACHE = 64 << 20
