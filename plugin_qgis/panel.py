@@ -156,7 +156,7 @@ class RsVlmPanel(QgsDockWidget):
 
     def run_caption(self) -> WorkerJobTask | None:
         return self._start("caption", "captions", lambda scene, out, config: specs.caption(
-            scene, out, config.captioner.to_spec(config.device), grid=config.grid or None))
+            scene, out / "captions.gpkg", config.captioner.to_spec(config.device), grid=config.grid or None))
 
     def run_classify(self) -> WorkerJobTask | None:
         classes = self.class_set.currentData() or self._classes_file

@@ -7,8 +7,6 @@ group named after the query (or the task), above everything else.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (
     QgsLayerTreeGroup,
     QgsMapLayer,
@@ -133,11 +131,11 @@ def classify_layers(outcome, source: QgsMapLayer | None) -> list[tuple[QgsMapLay
     out: list[tuple[QgsMapLayer, bool]] = []
     gpkg = _first(outcome.files(), "tiles", (".gpkg",)) or _first(outcome.files(), "vectors", (".gpkg",))
     if gpkg is not None:
-        tiles = open_vector(gpkg, _layer_names(outcome, gpkg, "tiles"), "tile classes", "classes", source)
+        tiles = open_vector(gpkg, _layer_names(outcome, gpkg, "tiles"), "tile classes", "tile_classes", source)
         tiles.setCustomProperty(ROLE_PROPERTY, "tiles")
         out.append((tiles, True))
     classes = _first(outcome.files(), "classes") or _first(outcome.files(), "raster", (".tif", ".tiff"))
-    if classes is not None:
+    if classes is not None:  # its legend (classes.qml beside it) loads as the default style
         raster = open_raster(classes, "classes", None, source)
         raster.setCustomProperty(ROLE_PROPERTY, "classes")
         out.append((raster, True))
@@ -147,7 +145,8 @@ def classify_layers(outcome, source: QgsMapLayer | None) -> list[tuple[QgsMapLay
 
 
 def _layer_names(outcome, gpkg: str, default: str) -> str:
+    """The GeoPackage layer the worker named in its result, else ``default``."""
     for f in outcome.files():
         if f.path == gpkg and f.layers:
             return f.layers[0]
-    return Path(gpkg).stem if default is None else default
+    return default

@@ -28,7 +28,7 @@ def localize(scene: str, queries: list[str], out: Path, model: dict, *, grid: st
 def caption(scene: str, out: Path, model: dict, *, grid: str | None = None, decoding: str | None = None,
             beams: int | None = None, max_len: int | None = None, clip_model: dict | None = None,
             bands: list[int] | None = None) -> dict:
-    """A GeoPackage of tile polygons with a caption each."""
+    """``out`` (a .gpkg): layer "captions", one tile polygon with its caption each."""
     return _compact({
         "kind": "caption", "scene": str(scene), "out": str(out), "model": model, "grid": grid,
         "decoding": decoding, "beams": beams, "max_len": max_len, "clip_model": clip_model,
@@ -37,18 +37,18 @@ def caption(scene: str, out: Path, model: dict, *, grid: str | None = None, deco
 
 
 def classify(scene: str, out: Path, model: dict, classes: str, *, top_k: int | None = None,
-             grid: str | None = None, bands: list[int] | None = None) -> dict:
-    """Class raster, probabilities and a GeoPackage of tiles with their top classes."""
+             grid: str | None = None, bands: list[int] | None = None, probabilities: bool | None = None) -> dict:
+    """``out`` (a folder): classes.tif (+ classes.qml), probabilities.tif, tiles.gpkg (layer "tiles")."""
     return _compact({
         "kind": "classify", "scene": str(scene), "out": str(out), "model": model, "classes": classes,
-        "top_k": top_k, "grid": grid, "bands": list(bands) if bands else None,
+        "top_k": top_k, "grid": grid, "bands": list(bands) if bands else None, "probabilities": probabilities,
     })
 
 
 def search(scenes: list[str], query: str, out: Path, model: dict, *, top_k: int | None = None,
-           grid: str | None = None, bands: list[int] | None = None) -> dict:
-    """Tile footprints ranked by similarity to ``query`` across ``scenes``, and a contact sheet."""
+           grid: str | None = None, sheet: bool | None = None) -> dict:
+    """``out`` (a .gpkg): layer "results", the best tiles' footprints; a contact sheet beside it."""
     return _compact({
         "kind": "search", "scenes": [str(s) for s in scenes], "query": query, "out": str(out), "model": model,
-        "top_k": top_k, "grid": grid, "bands": list(bands) if bands else None,
+        "top_k": top_k, "grid": grid, "contact_sheet": sheet,
     })

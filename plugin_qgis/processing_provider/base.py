@@ -47,16 +47,19 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
 
     _alive: list[StyleOnLoad] = []  # Processing does not keep Python post-processors alive
 
-    def __init__(self, style: str, name: str = ""):
+    def __init__(self, style: str | Path):
         super().__init__()
         self.style = style
-        self.name = name
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
-        apply_style(layer, self.style)
+        if isinstance(self.style, Path):
+            layer.loadNamedStyle(str(self.style))
+            layer.triggerRepaint()
+        else:
+            apply_style(layer, self.style)
 
     @classmethod
-    def create(cls, style: str) -> StyleOnLoad:
+    def create(cls, style: str | Path) -> StyleOnLoad:
         instance = cls(style)
         cls._alive.append(instance)
         return instance
@@ -108,10 +111,11 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             "DEVICE", "Device", options=list(DEVICE_CHOICES), defaultValue=0))
 
-    def add_grid_parameter(self) -> None:
+    def add_grid_parameter(self, default: str = "") -> None:
+        what = f"default {default}" if default else "empty: the SeLo grid 256/512/768 with half-window shifts"
         self.addParameter(advanced(QgsProcessingParameterString(
-            "GRID", "Tile grid: window sizes in pixels and overlap, e.g. 256,512@0.5 (empty: the SeLo grid "
-            "256/512/768 with half-window shifts)", defaultValue="", optional=True)))
+            "GRID", f"Tile grid: window sizes in pixels and overlap, e.g. 256,512@0.5 ({what})",
+            defaultValue=default, optional=True)))
 
     def model_spec(self, parameters, context) -> dict:
         config = settings.load_config()
@@ -177,20 +181,42 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
 
     # -- outputs -----------------------------------------------------------------------------------
 
-    def copy_raster(self, source: str, target: str, style: str | None) -> str:
-        """Copy the worker's GeoTIFF to the destination Processing chose (atomically), with the
-        shipped style beside it as ``<name>.qml``."""
+    def copy_raster(self, source: str, target: str, style: str | None, style_file: Path | None = None) -> str:
+        """Copy the worker's GeoTIFF to the destination Processing chose (atomically), with its style
+        beside it as ``<name>.qml`` (a shipped style by name, or a .qml the worker wrote)."""
+        target_path = Path(self.copy_file(source, target))
+        aux = Path(f"{source}.aux.xml")  # GDAL's category names and statistics
+        if aux.is_file():
+            shutil.copyfile(aux, f"{target_path}.aux.xml")
+        if style and style_file is None:
+            from ..shipped import style_path
+
+            with contextlib.suppress(FileNotFoundError):
+                style_file = style_path(style)
+        if style_file is not None:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(style_file, target_path.with_suffix(".qml"))
+        return str(target_path)
+
+    def copy_file(self, source: str, target: str) -> str:
+        """Copy ``source`` to ``target`` atomically (a temporary sibling renamed into place)."""
         target_path = Path(target)
         target_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = target_path.with_name(f".{target_path.name}.{uuid.uuid4().hex[:6]}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target_path)
-        if style:
-            from ..shipped import style_path
-
-            with contextlib.suppress(OSError):  # FileNotFoundError included: no style, no .qml
-                shutil.copyfile(style_path(style), target_path.with_suffix(".qml"))
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         return str(target_path)
+
+    def layer_name(self, outcome: JobOutcome, gpkg: str, default: str) -> str:
+        """The GeoPackage layer the worker named for ``gpkg`` in its result, else ``default``."""
+        for f in outcome.files():
+            if f.path == gpkg and f.layers:
+                return f.layers[0]
+        return default
 
     def copy_features(self, gpkg: str, layer_name: str, parameters, output: str, context, feedback,
                       optional: bool = False) -> str | None:
@@ -213,11 +239,13 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
         del source
         return dest_id
 
-    def style_when_loaded(self, context, dest_id: str, style: str, name: str) -> None:
-        if context.willLoadLayerOnCompletion(dest_id):
+    def style_when_loaded(self, context, dest_id: str, style: str | Path | None, name: str) -> None:
+        """Name the output layer Processing loads, and style it (a shipped style, or a .qml file)."""
+        if dest_id and context.willLoadLayerOnCompletion(dest_id):
             details = context.layerToLoadOnCompletionDetails(dest_id)
             details.name = name
-            details.setPostProcessor(StyleOnLoad.create(style))
+            if style is not None:
+                details.setPostProcessor(StyleOnLoad.create(style))
 
 
 def _describe_model(model: dict) -> str:
@@ -225,10 +253,13 @@ def _describe_model(model: dict) -> str:
     return f"{name}, device {model.get('device', 'auto')}"
 
 
-def result_file(outcome: JobOutcome, role: str, suffixes: tuple[str, ...] = ()) -> str:
-    for f in outcome.files(role):
-        if not suffixes or f.path.lower().endswith(suffixes):
-            return f.path
+def result_file(outcome: JobOutcome, role: str, suffixes: tuple[str, ...] = (),
+                fallback_roles: tuple[str, ...] = ()) -> str:
+    """The path of the first result file with ``role`` (then any of ``fallback_roles``) and suffix."""
+    for wanted in (role, *fallback_roles):
+        for f in outcome.files(wanted):
+            if not suffixes or f.path.lower().endswith(suffixes):
+                return f.path
     raise QgsProcessingException(f"rs-vlm: the worker's result has no {role} file")
 
 

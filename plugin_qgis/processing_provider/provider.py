@@ -6,9 +6,12 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..shipped import icon_path
+from .caption import CaptionAlgorithm
+from .classify import ClassifyAlgorithm
 from .localize import LocalizeAlgorithm
+from .search import SearchAlgorithm
 
-ALGORITHMS = (LocalizeAlgorithm,)
+ALGORITHMS = (LocalizeAlgorithm, CaptionAlgorithm, ClassifyAlgorithm, SearchAlgorithm)
 
 
 class RsVlmProvider(QgsProcessingProvider):
