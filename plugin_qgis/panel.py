@@ -115,7 +115,7 @@ class RsVlmPanel(QgsDockWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
-        self.progress.setTextVisible(True)
+        self.progress.setTextVisible(False)
         self.cancel_button = QToolButton()
         self.cancel_button.setText("Cancel")
         self.cancel_button.setEnabled(False)
@@ -221,18 +221,21 @@ class RsVlmPanel(QgsDockWidget):
         else:
             self.progress.setRange(0, 0)
 
-    def _busy(self) -> None:
+    def _busy(self, done: bool = False) -> None:
+        """Progress bar and Cancel button for the tasks still running (``done``: the last one succeeded)."""
         self.cancel_button.setEnabled(bool(self.tasks))
         if self.tasks:
             self.progress.setRange(0, 0)
+            self.progress.setTextVisible(True)
         else:
             self.progress.setRange(0, 100)
-            self.progress.setValue(0)
+            self.progress.setValue(100 if done else 0)
+            self.progress.setTextVisible(done)
 
     def _finished(self, task: WorkerJobTask, kind: str, title: str, group: str, layer, outcome: JobOutcome) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
-        self._busy()
+        self._busy(done=outcome.ok)
         self.refresh_worker_label()
         if outcome.status == "cancelled":
             self.status.setText(f"{title}: cancelled.")

@@ -80,6 +80,7 @@ def add_group(layers: list[tuple[QgsMapLayer, bool]], group_name: str, project: 
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     group = root.insertGroup(0, unique_group_name(root, group_name))
+    group.setExpanded(True)
     for layer, visible in layers:
         for key, value in (tag or {}).items():
             layer.setCustomProperty(key, value)

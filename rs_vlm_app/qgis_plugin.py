@@ -156,7 +156,7 @@ def install(profile: str = "default", profiles: Path | None = None, link: bool =
         }, indent=1) + "\n")
         ini = None
         if enable:
-            ini = profile_dir / "QGIS" / f"{profiles.parent.name or 'QGIS3'}.ini"
+            ini = profile_dir / "QGIS" / "QGIS3.ini"  # QGIS 3 names it so in every profile folder
             enable_plugin(ini, PLUGIN_ID)
     except OSError as exc:
         raise UserError(f"cannot install the plugin ({exc.strerror or exc})", path=getattr(exc, "filename", None)

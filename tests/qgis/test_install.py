@@ -71,6 +71,13 @@ def test_reinstall_replaces_a_copy_with_a_link_and_back(need_app, profiles):
     assert (app_checkout() / "plugin_qgis" / "metadata.txt").is_file()  # the checkout survived
 
 
+def test_install_into_a_profiles_path_of_any_name_enables_in_qgis3_ini(need_app, tmp_path):
+    """QGIS started with --profiles-path DIR keeps DIR/profiles/NAME/QGIS/QGIS3.ini."""
+    profiles = tmp_path / "my-qgis" / "profiles"
+    install(profiles)
+    assert "rs_vlm=true" in (profiles / "default" / "QGIS" / "QGIS3.ini").read_text()
+
+
 def test_install_into_a_named_profile_and_uninstall(need_app, profiles):
     (profiles / "analysis").mkdir()
     install(profiles, "--profile", "analysis", "--no-enable")

@@ -25,7 +25,7 @@ from qgis.core import (
 
 from tests.qgis.conftest import LANDSAT, NAIP
 
-ALGORITHMS = ("rsvlm:localize",)
+ALGORITHMS = ("rsvlm:localize", "rsvlm:caption", "rsvlm:classify", "rsvlm:search")
 
 
 @pytest.fixture(scope="module")
