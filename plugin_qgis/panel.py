@@ -53,6 +53,7 @@ class RsVlmPanel(QgsDockWidget):
         self.service = service
         self.tasks: list[WorkerJobTask] = []
         self._classes_file = ""
+        self._closed = False
 
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -169,6 +170,11 @@ class RsVlmPanel(QgsDockWidget):
         return self._start("classify", f"classes: {label}", lambda scene, out, config: specs.classify(
             scene, out, config.clip.to_spec(config.device), classes, grid=config.grid or None))
 
+    def shut_down(self) -> None:
+        """The plugin is being unloaded: cancel every run; results arriving later are dropped."""
+        self._closed = True
+        self.cancel_all()
+
     def cancel_all(self) -> None:
         for task in list(self.tasks):
             task.cancel()
@@ -233,6 +239,8 @@ class RsVlmPanel(QgsDockWidget):
             self.progress.setTextVisible(done)
 
     def _finished(self, task: WorkerJobTask, kind: str, title: str, group: str, layer, outcome: JobOutcome) -> None:
+        if self._closed:
+            return
         if task in self.tasks:
             self.tasks.remove(task)
         self._busy(done=outcome.ok)

@@ -75,7 +75,7 @@ class RsVlmPlugin:
             self.iface.unregisterOptionsWidgetFactory(self.options_factory)
             self.options_factory = None
         if self.panel is not None:
-            self.panel.cancel_all()
+            self.panel.shut_down()
             self.iface.removeDockWidget(self.panel)
             self.panel.deleteLater()
             self.panel = None

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.qgis.conftest import NAIP, REPO, app_checkout, app_python, profiles_dir
 
 PLUGIN_SOURCE = REPO / "plugin_qgis"
@@ -102,6 +104,7 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
 def test_running_a_job_loads_no_ml_library_into_qgis(installed_plugin, tiny_models, tmp_path):
     """In a fresh QGIS process: load the plugin, start its GUI, import every module, run a
     localization through Processing; the worker did the work with torch, QGIS never imported it."""

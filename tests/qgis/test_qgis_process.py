@@ -48,6 +48,7 @@ def test_qgis_process_lists_the_enabled_plugin_and_its_algorithms(home):
         assert name in help_text.stdout
 
 
+@pytest.mark.slow
 def test_qgis_process_runs_a_localization(home, tiny_models, tmp_path):
     out = tmp_path / "out"
     proc = qgis_process(
