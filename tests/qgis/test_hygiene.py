@@ -95,6 +95,17 @@ result = processing.run("rsvlm:localize", {
     "GRID": "256", "OUTPUT_HEATMAP": os.path.join(out, "heat.tif"), "OUTPUT_HOTSPOTS": os.path.join(out, "spots.gpkg")})
 worker_pid = plugin.service.hello.pid
 plugin.unload()
+import time
+for _ in range(100):  # unload stops the persistent worker
+    try:
+        os.kill(worker_pid, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.1)
+else:
+    raise SystemExit(f"the worker {worker_pid} still runs after unload")
+if QgsApplication.processingRegistry().providerById("rsvlm") is not None:
+    raise SystemExit("the provider is still registered after unload")
 QgsProject.instance().removeAllMapLayers()
 forbidden = sorted(m for m in sys.modules if m.split(".")[0] in json.loads(os.environ["FORBIDDEN"]))
 print(json.dumps({"forbidden": forbidden, "worker_pid": worker_pid, "our_pid": os.getpid(),
