@@ -135,7 +135,8 @@ def classify_layers(outcome, source: QgsMapLayer | None) -> list[tuple[QgsMapLay
         tiles = open_vector(gpkg, _layer_names(outcome, gpkg, "tiles"), "tile classes", "tile_classes", source)
         tiles.setCustomProperty(ROLE_PROPERTY, "tiles")
         out.append((tiles, True))
-    classes = _first(outcome.files(), "classes") or _first(outcome.files(), "raster", (".tif", ".tiff"))
+    classes = next((f.path for f in outcome.files() if f.path.replace("\\", "/").endswith("/classes.tif")),
+                   None) or _first(outcome.files(), "raster", (".tif", ".tiff"))
     if classes is not None:  # its legend (classes.qml beside it) loads as the default style
         raster = open_raster(classes, "classes", None, source)
         raster.setCustomProperty(ROLE_PROPERTY, "classes")

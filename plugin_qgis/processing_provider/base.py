@@ -254,12 +254,15 @@ def _describe_model(model: dict) -> str:
 
 
 def result_file(outcome: JobOutcome, role: str, suffixes: tuple[str, ...] = (),
-                fallback_roles: tuple[str, ...] = ()) -> str:
-    """The path of the first result file with ``role`` (then any of ``fallback_roles``) and suffix."""
+                fallback_roles: tuple[str, ...] = (), name: str | None = None) -> str:
+    """The path of a result file: the one called ``name`` if given and present, else the first with
+    ``role`` (then any of ``fallback_roles``) and one of ``suffixes``."""
+    if name is not None:
+        for f in outcome.files():
+            if Path(f.path).name == name:
+                return f.path
     for wanted in (role, *fallback_roles):
         for f in outcome.files(wanted):
             if not suffixes or f.path.lower().endswith(suffixes):
                 return f.path
-    raise QgsProcessingException(f"rs-vlm: the worker's result has no {role} file")
-
-
+    raise QgsProcessingException(f"rs-vlm: the worker's result has no {name or role} file")

@@ -87,7 +87,7 @@ class ClassifyAlgorithm(WorkerAlgorithm):
             probabilities=bool(probabilities),
         )
         outcome = self.run_job(spec, feedback)
-        classes_tif = result_file(outcome, "classes", (".tif", ".tiff"), fallback_roles=("raster",))
+        classes_tif = result_file(outcome, "raster", (".tif", ".tiff"), name="classes.tif")
         legend = Path(classes_tif).with_suffix(".qml")
         results = {"OUTPUT_CLASSES": self.copy_raster(
             classes_tif, self.parameterAsOutputLayer(parameters, "OUTPUT_CLASSES", context), None,
@@ -95,7 +95,7 @@ class ClassifyAlgorithm(WorkerAlgorithm):
         self.style_when_loaded(context, results["OUTPUT_CLASSES"], legend if legend.is_file() else None,
                                f"classes · {layer.name()}")
         if probabilities:
-            source = result_file(outcome, "probabilities", (".tif", ".tiff"))
+            source = result_file(outcome, "raster", (".tif", ".tiff"), name="probabilities.tif")
             results["OUTPUT_PROBABILITIES"] = self.copy_raster(source, probabilities, None)
         gpkg = result_file(outcome, "tiles", (".gpkg",), fallback_roles=("vectors",))
         results["OUTPUT_TILES"] = self.copy_features(gpkg, self.layer_name(outcome, gpkg, "tiles"), parameters,

@@ -73,7 +73,7 @@ class SearchAlgorithm(WorkerAlgorithm):
         self.style_when_loaded(context, dest, "search_results", f"'{query}' · best tiles")
         results = {"OUTPUT": dest}
         if sheet_target:
-            sheet = result_file(outcome, "image", (".png",), fallback_roles=("report", "file"))
+            sheet = result_file(outcome, "file", (".png",), fallback_roles=("image", "report"))
             results["OUTPUT_SHEET"] = self.copy_file(sheet, sheet_target)
         return results
 
