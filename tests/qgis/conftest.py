@@ -109,6 +109,18 @@ def installed_plugin(need_app):
 
 
 @pytest.fixture(scope="session")
+def worker_kinds(need_app) -> set[str]:
+    """The job kinds the app's worker knows (caption/classify/search land with their own issue)."""
+    proc = run_app("-c", "from rs_vlm_app.jobs.specs import spec_kinds; print(' '.join(sorted(spec_kinds())))")
+    return set(proc.stdout.split())
+
+
+def need_kind(kinds: set[str], kind: str) -> None:
+    if kind not in kinds:
+        pytest.skip(f"the rs-vlm worker has no {kind!r} job kind yet (known: {', '.join(sorted(kinds))})")
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, need_app):
     """Tiny CLIP and CoCa models with random weights, built by tests/tinymodels.py in the app's
     environment (QGIS's Python has no torch): {"clip": {"checkpoint", "config"}, "coca": {...}}."""
