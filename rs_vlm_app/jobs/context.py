@@ -36,7 +36,7 @@ class ModelPool:
 
     def _get(self, spec: ModelSpec, family: str, reporter: Reporter) -> Any:
         key = (family, spec.name, _path_key(spec.checkpoint), spec.arch, _path_key(spec.model_config),
-               spec.quick_gelu, spec.device, spec.precision, spec.batch_size)
+               spec.quick_gelu, spec.device, spec.precision, spec.batch_size, spec.allow_download)
         found = self._encoders.get(key)
         if found is not None:
             return found
@@ -60,16 +60,9 @@ class ModelPool:
 
 def _load_encoder(spec: ModelSpec, family: str) -> Any:
     from rs_vlm_app.models.encoder import ClipEncoder
-    from rs_vlm_app.models.factory import ModelRequest, get_model
+    from rs_vlm_app.models.factory import get_model
 
-    request = ModelRequest(
-        name=spec.name,
-        checkpoint=spec.checkpoint,
-        arch=spec.arch,
-        model_config=spec.model_config,
-        quick_gelu=spec.quick_gelu,
-    )
-    loaded = get_model(request, device=spec.device, precision=spec.precision)
+    loaded = get_model(spec.request(), device=spec.device, precision=spec.precision, expect_family=family)
     return ClipEncoder(loaded, device=spec.device, precision=spec.precision, batch_size=spec.batch_size)
 
 

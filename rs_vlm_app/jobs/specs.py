@@ -51,8 +51,18 @@ class ModelSpec:
     device: str = "auto"
     precision: str = "auto"
     batch_size: int | None = None
+    allow_download: bool | None = None  # None: unless HF_HUB_OFFLINE / RSVLM_OFFLINE is set
 
-    def check(self) -> None:
+    def request(self) -> Any:
+        """The rs_vlm_app.models.factory.ModelRequest this spec describes."""
+        from rs_vlm_app.models.factory import ModelRequest
+
+        return ModelRequest(name=self.name or None, checkpoint=self.checkpoint, arch=self.arch or None,
+                            model_config=self.model_config, quick_gelu=self.quick_gelu,
+                            allow_download=self.allow_download)
+
+    def check(self, family: str | None = None) -> None:
+        """Cheap checks (no torch): values, files, option combinations, catalogue names, family."""
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise UserError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), not {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -62,6 +72,9 @@ class ModelSpec:
         for path in (self.checkpoint, self.model_config):
             if path is not None and not Path(path).is_file():
                 raise UserError("model file not found", path=path)
+        from rs_vlm_app.models.factory import check_request
+
+        check_request(self.request(), expect_family=family)
 
     def describe(self) -> str:
         if self.name:

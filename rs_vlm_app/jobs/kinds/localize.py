@@ -47,7 +47,7 @@ class LocalizeSpec(JobSpec):
         if self.heatmap_pixel is not None and self.heatmap_pixel <= 0:
             raise UserError(f"heatmap_pixel must be positive, not {self.heatmap_pixel}")
         self.grid_spec()
-        self.model.check()
+        self.model.check(family="clip")
         with open_raster(self.scene, bands=self.bands):
             pass  # a bad raster or band list fails here, before the model loads
         check_output_dir(Path(self.out))

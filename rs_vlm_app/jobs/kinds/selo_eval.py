@@ -36,7 +36,7 @@ class SeloEvalSpec(JobSpec):
 
         read_annotations(Path(self.data))
         self.grid_spec()
-        self.model.check()
+        self.model.check(family="clip")
         check_output_dir(Path(self.out))
 
     def grid_spec(self):
