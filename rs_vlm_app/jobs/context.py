@@ -40,7 +40,6 @@ class ModelPool:
         found = self._encoders.get(key)
         if found is not None:
             return found
-        reporter.log(f"loading model {spec.describe()} ({spec.device}, {spec.precision})")
         started = time.monotonic()
         try:
             encoder = _load_encoder(spec, family)

@@ -51,6 +51,7 @@ class EventReporter:
         self.min_interval_s = min_interval_s
         self._meters: dict[str, RateMeter] = {}
         self._last: dict[str, float] = {}
+        self._sent: dict[str, tuple[int, int | None]] = {}
         self._lock = threading.Lock()
 
     def progress(self, stage: str, done: int, total: int | None = None) -> None:
@@ -62,6 +63,9 @@ class EventReporter:
             final = total is not None and done >= total
             if not (first or final) and now - self._last.get(stage, 0.0) < self.min_interval_s:
                 return
+            if self._sent.get(stage) == (done, total):
+                return  # nothing new to say
+            self._sent[stage] = (done, total)
             self._last[stage] = now
         eta = (total - done) / rate if rate and total is not None and total > done else (0.0 if final else None)
         self.emit(protocol.Progress(stage=stage, done=int(done), total=None if total is None else int(total),
@@ -102,6 +106,7 @@ def run_job(
     reporter = EventReporter(emit, job_id, cancel)
     context = JobContext(reporter=reporter, models=models or ModelPool(), cache=cache)
     emit(protocol.Started(kind=spec.kind, title=spec.title(), job=job_id))
+    present = _existing_inputs(spec)
     with capture_logs(reporter):
         try:
             spec.check()
@@ -113,14 +118,14 @@ def run_job(
         except ModelLoadError as exc:
             return _fail(emit, job_id, str(exc), "model", EXIT_USER_ERROR)
         except UserError as exc:
-            vanished = _vanished_inputs(spec)
+            vanished = _vanished(present)
             if vanished:
                 return _fail(emit, job_id, _vanished_message(vanished), "input-changed", EXIT_USER_ERROR)
             return _fail(emit, job_id, str(exc), "user", EXIT_USER_ERROR)
         except Exception as exc:
             details = traceback.format_exc()
             reporter.log(details.rstrip(), level="debug")
-            vanished = _vanished_inputs(spec)
+            vanished = _vanished(present)
             if vanished:
                 return _fail(emit, job_id, _vanished_message(vanished), "input-changed", EXIT_USER_ERROR)
             text = " ".join(str(exc).split())[:300]
@@ -139,11 +144,16 @@ def _fail(emit: Emit, job_id: str | None, message: str, kind: str, code: int) ->
     return Outcome("error", code, event)
 
 
-def _vanished_inputs(spec: JobSpec) -> list[Path]:
+def _existing_inputs(spec: JobSpec) -> list[Path]:
     try:
-        return [p for p in spec.inputs() if not Path(p).exists()]
-    except Exception:  # a bug in inputs() must not hide the original failure
+        return [Path(p) for p in spec.inputs() if Path(p).exists()]
+    except Exception:  # a bug in inputs() must not hide the job's own failure
         return []
+
+
+def _vanished(inputs: list[Path]) -> list[Path]:
+    """Inputs that existed when the job started and are gone now."""
+    return [p for p in inputs if not p.exists()]
 
 
 def _vanished_message(paths: list[Path]) -> str:

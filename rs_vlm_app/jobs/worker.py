@@ -62,6 +62,31 @@ def protect_stdout() -> BinaryIO:
     return os.fdopen(events_fd, "wb", buffering=0)
 
 
+class LineReader:
+    """Lines from a file descriptor, read with os.read: a thread blocked here holds no Python I/O
+    lock, so the process can always exit (a daemon thread in sys.stdin.readline() cannot)."""
+
+    def __init__(self, fd: int = 0):
+        self.fd = fd
+        self._buffer = b""
+        self._eof = False
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._buffer and not self._eof:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._eof = True
+            self._buffer += chunk
+        if b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            return line + b"\n"
+        line, self._buffer = self._buffer, b""
+        return line
+
+
 class _Cancel:
     """The cancel flag of the running job, set by signals and stdin lines."""
 
@@ -78,7 +103,7 @@ class _Cancel:
 
 def run_once(spec_arg: str, job_id: str = "job") -> int:
     """Run one spec (a file, or ``-`` for JSON on stdin) and exit with the job's status."""
-    stdin = sys.stdin.buffer
+    stdin = LineReader(0)
     cancel = _Cancel()
     emit = EventWriter(protect_stdout(), on_broken=cancel.current.set)
     _install_signals(cancel)
@@ -98,7 +123,7 @@ def run_once(spec_arg: str, job_id: str = "job") -> int:
     return outcome.exit_code
 
 
-def _read_spec(spec_arg: str, stdin: BinaryIO) -> JobSpec:
+def _read_spec(spec_arg: str, stdin: LineReader) -> JobSpec:
     if spec_arg != "-":
         return load_spec(Path(spec_arg))
     text = ""
@@ -124,7 +149,7 @@ def _read_spec(spec_arg: str, stdin: BinaryIO) -> JobSpec:
     raise UserError("the job spec on stdin is not a JSON object")
 
 
-def _watch_stdin_for_cancel(stdin: BinaryIO, cancel: _Cancel) -> None:
+def _watch_stdin_for_cancel(stdin: LineReader, cancel: _Cancel) -> None:
     while True:
         line = stdin.readline()
         if not line:
@@ -162,7 +187,7 @@ class _Server:
         self.stopping = True
         self.cancel.current.set()
 
-    def read_requests(self, stdin: BinaryIO) -> None:
+    def read_requests(self, stdin: LineReader) -> None:
         while True:
             line = stdin.readline()
             if not line:
@@ -196,7 +221,7 @@ class _Server:
     def serve(self) -> int:
         _install_signals(self.cancel)
         self.emit(_hello("serve", self.models))
-        threading.Thread(target=self.read_requests, args=(sys.stdin.buffer,), daemon=True,
+        threading.Thread(target=self.read_requests, args=(LineReader(0),), daemon=True,
                          name="rsvlm-stdin").start()
         while not self.stopping:
             try:

@@ -82,11 +82,17 @@ class LocalizeSpec(JobSpec):
         summary = {
             "scene": str(self.scene),
             "out": str(self.out),
-            "model": getattr(encoder, "display_name", self.model.describe()),
+            "model": model_name(encoder, self.model),
             "queries": queries,
             "encoding": asdict(result.encoding) if result.encoding is not None else None,
         }
         return JobResult(files, summary)
+
+
+def model_name(encoder, spec: ModelSpec) -> str:
+    """The name a person knows the loaded model by."""
+    loaded = getattr(encoder, "loaded", None)
+    return str(getattr(loaded, "display_name", "") or getattr(encoder, "display_name", "") or spec.describe())
 
 
 def _check_fraction(name: str, value: float) -> None:
