@@ -98,7 +98,7 @@ def worker_command(*args: str) -> tuple[str, list[str], QProcessEnvironment]:
 class WorkerProcess(QObject):
     """One worker process: feeds its stdout to the protocol decoder, keeps its recent stderr."""
 
-    event = pyqtSignal(object)            # protocol.Event
+    received = pyqtSignal(object)         # protocol.Event
     exited = pyqtSignal(str)              # why it ended, in words ("" = a clean exit)
 
     def __init__(self, args: list[str], parent: QObject | None = None):
@@ -142,7 +142,7 @@ class WorkerProcess(QObject):
         for event in self.stream.feed(bytes(self.process.readAllStandardOutput().data())):
             if isinstance(event, protocol.Hello):
                 self.hello = event
-            self.event.emit(event)
+            self.received.emit(event)
 
     def _read_stderr(self) -> None:
         text = bytes(self.process.readAllStandardError().data()).decode("utf-8", "replace")
@@ -153,7 +153,7 @@ class WorkerProcess(QObject):
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
         self._read_stdout()
         for event in self.stream.close():
-            self.event.emit(event)
+            self.received.emit(event)
         self._read_stderr()
         if status == QProcess.ExitStatus.CrashExit:
             reason = "the worker process was killed or crashed"
@@ -214,7 +214,7 @@ class JobManager(QObject):
         if self.server is not None and self.server.running():
             return
         server = WorkerProcess(["--serve"], self)
-        server.event.connect(self._on_event)
+        server.received.connect(self._on_event)
         server.exited.connect(lambda reason, s=server: self._server_exited(s, reason))
         self.server = server
         self._server_jobs = []
@@ -228,7 +228,7 @@ class JobManager(QObject):
             json.dump(job.spec, f)
         self._spec_files[job.id] = Path(name)
         worker = WorkerProcess([name, "--id", job.id], self)
-        worker.event.connect(self._on_event)
+        worker.received.connect(self._on_event)
         worker.exited.connect(lambda reason, j=job: self._oneshot_exited(j, reason))
         self._oneshots[job.id] = worker
         worker.start()

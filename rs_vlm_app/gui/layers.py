@@ -8,6 +8,7 @@ beside it).
 from __future__ import annotations
 
 import math
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from affine import Affine
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
 from PyQt6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsSimpleTextItem
@@ -82,6 +84,8 @@ class Layer:
         self.items: list[QGraphicsItem] = []
         self.visible = True
         self.opacity = 1.0
+        self.loaded_at = time.time()
+        self._scene = None
 
     def set_visible(self, visible: bool) -> None:
         self.visible = visible
@@ -94,12 +98,14 @@ class Layer:
             item.setOpacity(opacity)
 
     def add_to(self, scene) -> None:
+        self._scene = scene
         for item in self.items:
             scene.addItem(item)
             item.setVisible(self.visible)
             item.setOpacity(self.opacity)
 
     def remove_from(self, scene) -> None:
+        self._scene = None
         for item in self.items:
             if item.scene() is scene:
                 scene.removeItem(item)
@@ -138,7 +144,7 @@ class HeatmapLayer(Layer):
                 step = max(1.0, max(ds.width, ds.height) / HEATMAP_MAX_PIXELS)
                 shape = (max(1, round(ds.height / step)), max(1, round(ds.width / step)))
                 data = ds.read(1, out_shape=shape, masked=True, resampling=Resampling.average)
-                transform = ds.transform * ds.transform.scale(ds.width / shape[1], ds.height / shape[0])
+                transform = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
                 tags = ds.tags()
                 crs = ds.crs
                 band_name = (ds.descriptions or (None,))[0]
@@ -281,20 +287,37 @@ class VectorLayer(Layer):
     """A GeoPackage layer. ``role``: "hotspots" (outlines + rank labels), "tiles" (tile polygons
     coloured by class or score, hover/click shows caption, classes, scores) or "vectors"."""
 
-    def __init__(self, path: Path, layer: str | None, frame: Frame, role: str = "vectors", group: str = ""):
+    def __init__(self, path: Path, layer: str | None, frame: Frame, role: str = "vectors", group: str = "",
+                 lazy: bool = False):
         self.layer = layer
         self.kind = role
-        self.features = read_features(Path(path), layer, frame)
+        self.frame = frame
         title = {"hotspots": "hot spots", "tiles": "tiles"}.get(role, layer or Path(path).stem)
         super().__init__(title, path, group or Path(path).stem)
         self.legend: list[tuple[str, QColor]] = []
         self.scale_shown: int | None = None
-        if role == "hotspots":
-            self.items = self._hotspot_items()
-        else:
-            self.items = self._tile_items()
+        self.features = Features(np.array([], dtype=object), [])
+        self.loaded = False
+        if not lazy:
+            self.load()
+
+    def load(self) -> None:
+        """Read the features and build the drawing (a lazy layer does this when first shown)."""
+        if self.loaded:
+            return
+        self.features = read_features(self.path, self.layer, self.frame)
+        self.loaded = True
+        self.items = self._hotspot_items() if self.kind == "hotspots" else self._tile_items()
         for item in self.items:
             item.setZValue(Z_VECTORS)
+        if self._scene is not None:
+            self.add_to(self._scene)
+
+    def set_visible(self, visible: bool) -> None:
+        if visible and not self.loaded:
+            self.visible = visible
+            self.load()
+        super().set_visible(visible)
 
     def files(self) -> list[Path]:
         return [self.path]
@@ -395,6 +418,8 @@ class VectorLayer(Layer):
         return [PolygonsItem(styled)]
 
     def features_at(self, x: float, y: float) -> list[dict[str, Any]]:
+        if not self.loaded:
+            return []
         hits = self.features.at(x, y)
         if self.scale_shown is not None:
             shown = [i for i in hits if self.features.records[i].get("scale") == self.scale_shown]
@@ -415,11 +440,6 @@ def gpkg_layers(path: Path) -> list[str]:
         return [str(name) for name, _type in pyogrio.list_layers(path)]
     except (DataSourceError, OSError) as exc:
         raise UserError(f"not a GeoPackage rs-vlm can read ({' '.join(str(exc).split())})", path=path) from None
-
-
-def tile_layer_role(path: Path, layer: str) -> str:
-    """How to show a GeoPackage layer: "hotspots" or "tiles" (polygons with per-tile fields)."""
-    return "hotspots" if layer == "hotspots" else "tiles"
 
 
 def _float_pair(a: str | None, b: str | None) -> tuple[float, float] | None:

@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.layers.zoom_requested.connect(self._zoom_to)
         self.layers.export_requested.connect(self._export_group_dialog)
         self.layers.layers_changed.connect(self._clear_highlight)
+        self.layers.problem.connect(lambda text: self.messages.show_message(text, "error"))
         self.layers_dock = self._dock("Layers", self.layers, Qt.DockWidgetArea.LeftDockWidgetArea, "layersDock")
         self.info = InfoPanel()
         self.info_dock = self._dock("Identify", self.info, Qt.DockWidgetArea.RightDockWidgetArea, "infoDock")
@@ -246,7 +247,8 @@ class MainWindow(QMainWindow):
         restored = self._restore_earlier_queries(path)
         text = f"Opened {path.name}. Type a question in the box above and press Enter."
         if restored:
-            text += f" {restored} earlier quer{'y' if restored == 1 else 'ies'} on this scene are in the layer list."
+            text += (f" {restored} earlier quer{'y' if restored == 1 else 'ies'} on this scene "
+                     f"{'is' if restored == 1 else 'are'} in the layer list (hidden).")
         self.messages.show_message(text, "info")
         self.query.setFocus()
         return True
@@ -293,8 +295,9 @@ class MainWindow(QMainWindow):
                 if only is not None and name not in only:
                     continue
                 role = "hotspots" if name == "hotspots" else "tiles"
-                layer = VectorLayer(path, name, self.map.frame, role, group or path.stem)
                 show = (visible or {}).get(name, True)
+                # a hidden layer is read when first shown: a big tile layer costs nothing until then
+                layer = VectorLayer(path, name, self.map.frame, role, group or path.stem, lazy=not show)
                 self.layers.add_layer(layer, show)
                 added.append(layer)
         except UserError as exc:
@@ -388,7 +391,11 @@ class MainWindow(QMainWindow):
             for group in self.layers.groups():
                 if group != query:
                     self.layers.set_group_visible(group, False)  # the newest answer on top, alone
-            self._add_query_layers(query, heat, vectors.get(query, heat.with_suffix(".gpkg")))
+            shown = [x for x in self.layers.layers_in(query) if isinstance(x, HeatmapLayer)]
+            if shown and all(x.path == heat and x.path.stat().st_mtime <= x.loaded_at for x in shown):
+                self.layers.set_group_visible(query, True)  # already on the map, unchanged since
+            else:
+                self._add_query_layers(query, heat, vectors.get(query, heat.with_suffix(".gpkg")))
         for f in result.files:
             if f.role == "tiles":
                 self.add_vector_file(Path(f.path), f.title)
@@ -403,9 +410,6 @@ class MainWindow(QMainWindow):
             if (self.scene_path is None or scene.resolve() != self.scene_path.resolve()) and not self.open_scene(scene):
                 return
             self._load_result(job)
-            group = next((f.title for f in job.result.files if f.role == "heatmap"), None)
-            if group:
-                self.layers.set_group_visible(group, True)
             return
         layers = [f for f in job.result.files if f.role in ("tiles", "heatmap")]
         if layers and self.scene_path is not None:

@@ -35,7 +35,7 @@ class Frame:
     georeferenced: bool = True
 
     def to_map(self, col: float, row: float) -> tuple[float, float]:
-        return self.transform * (col, row)
+        return self.transform @ (col, row)
 
     def to_pixel_arrays(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inverse = ~self.transform
@@ -43,7 +43,7 @@ class Frame:
 
     def qtransform_from(self, transform: Affine) -> QTransform:
         """Qt transform taking pixels of a raster with ``transform`` (same CRS) to scene pixels."""
-        m = ~self.transform * transform
+        m = ~self.transform @ transform
         return QTransform(m.a, m.d, m.b, m.e, m.c, m.f)
 
     def crs_text(self) -> str:
@@ -72,6 +72,10 @@ class MapView(QGraphicsView):
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self._fitted = False  # showing the whole scene: stay so when the window is resized
         self.frame: Frame | None = None
         self.path: Path | None = None
         self.reader: TileReader | None = None
@@ -124,17 +128,20 @@ class MapView(QGraphicsView):
     def zoom_full(self) -> None:
         if self.frame is not None:
             self.fitInView(self.scene_rect(), Qt.AspectRatioMode.KeepAspectRatio)
+            self._fitted = True
             self._changed()
 
     def zoom_to(self, rect: QRectF) -> None:
         if rect.isValid():
             self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+            self._fitted = False
             self._changed()
 
     def zoom_by(self, factor: float) -> None:
         scale = self.scale_factor() * factor
         if 1e-4 <= scale <= 64:
             self.scale(factor, factor)
+            self._fitted = False
             self._changed()
 
     def scale_factor(self) -> float:
@@ -163,6 +170,8 @@ class MapView(QGraphicsView):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        if self._fitted and self.frame is not None:
+            self.fitInView(self.scene_rect(), Qt.AspectRatioMode.KeepAspectRatio)
         self._changed()
 
     # -- mouse -------------------------------------------------------------------------------------------
@@ -176,11 +185,17 @@ class MapView(QGraphicsView):
         self._press = event.position()
         super().mousePressEvent(event)
 
+    def mouseDoubleClickEvent(self, event) -> None:
+        self.centerOn(self.mapToScene(event.position().toPoint()))
+        self.zoom_by(2.0)
+
     def mouseReleaseEvent(self, event) -> None:
         super().mouseReleaseEvent(event)
         if self._press is not None and (event.position() - self._press).manhattanLength() < 4:
             point = self.mapToScene(event.position().toPoint())
             self.clicked.emit(point.x(), point.y())
+        elif self._press is not None:
+            self._fitted = False  # the user panned
         self._press = None
 
     def dragEnterEvent(self, event) -> None:

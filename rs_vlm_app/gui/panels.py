@@ -131,6 +131,7 @@ class LayerPanel(QWidget):
     layers_changed = pyqtSignal()
     zoom_requested = pyqtSignal(object)   # QRectF in scene pixels
     export_requested = pyqtSignal(str)    # group name
+    problem = pyqtSignal(str)             # a layer could not be shown (its file is gone, ...)
 
     def __init__(self, scene, parent=None):
         super().__init__(parent)
@@ -178,7 +179,8 @@ class LayerPanel(QWidget):
     # -- contents -----------------------------------------------------------------------------------
 
     def set_scene_name(self, name: str) -> None:
-        self.scene_item.setText(0, f"🗺 {name}")
+        self.scene_item.setText(0, name)
+        self.scene_item.setToolTip(0, "the scene (double-click: zoom to it)")
 
     def add_layer(self, layer: Layer, visible: bool = True) -> None:
         """Add ``layer`` under its group (a query); a layer from the same file replaces the old one."""
@@ -199,6 +201,8 @@ class LayerPanel(QWidget):
             group.setToolTip(0, layer.group)
             self.tree.insertTopLevelItem(0, group)
             self._groups[layer.group] = group
+        elif visible:
+            group.setCheckState(0, Qt.CheckState.Checked)  # a new visible answer shows its group
         item = QTreeWidgetItem([self._label(layer)])
         item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
         item.setCheckState(0, Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
@@ -216,6 +220,8 @@ class LayerPanel(QWidget):
             return "heat map"
         if isinstance(layer, VectorLayer) and layer.kind == "hotspots":
             return f"hot spots ({len(layer.features.records)})"
+        if isinstance(layer, VectorLayer) and not layer.loaded:
+            return layer.layer or layer.name
         if isinstance(layer, VectorLayer):
             what = [f for f in (layer.caption_field, layer.class_field) if f]
             return f"{layer.layer or layer.name}" + (f" ({', '.join(what)})" if what else "")
@@ -295,19 +301,34 @@ class LayerPanel(QWidget):
         checked = item.checkState(0) == Qt.CheckState.Checked
         layer = self._layer_of(item)
         if layer is not None:
-            layer.set_visible(checked and (item.parent() is None or
+            self._show(layer, checked and (item.parent() is None or
                                            item.parent().checkState(0) == Qt.CheckState.Checked))
             return
         if item in self._groups.values():
             for i in range(item.childCount()):
                 child = self._layer_of(item.child(i))
                 if child is not None:
-                    child.set_visible(checked and item.child(i).checkState(0) == Qt.CheckState.Checked)
+                    self._show(child, checked and item.child(i).checkState(0) == Qt.CheckState.Checked)
+
+    def _show(self, layer: Layer, visible: bool) -> None:
+        try:
+            layer.set_visible(visible)
+        except UserError as exc:
+            self.problem.emit(str(exc))
+            return
+        item = self._items.get(id(layer))
+        if item is not None and item.text(0) != self._label(layer):
+            self.tree.blockSignals(True)
+            item.setText(0, self._label(layer))  # a lazy layer knows its fields once read
+            self.tree.blockSignals(False)
 
     def set_group_visible(self, group: str, visible: bool) -> None:
         item = self._groups.get(group)
         if item is not None:
+            self.tree.blockSignals(True)
             item.setCheckState(0, Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
+            self.tree.blockSignals(False)
+            self._item_changed(item, 0)
 
     def set_layer_visible(self, layer: Layer, visible: bool) -> None:
         item = self._items.get(id(layer))
@@ -396,5 +417,7 @@ class InfoPanel(QTextBrowser):
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
+        if abs(value) >= 1e4:
+            return f"{value:,.0f}"
         return f"{value:.4g}"
     return str(value)
