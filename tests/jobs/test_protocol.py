@@ -6,6 +6,7 @@ import ast
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,27 @@ def test_protocol_module_imports_only_the_standard_library():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
-    import sys
 
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_protocol_loads_alone_as_the_qgis_plugin_does(tmp_path):
+    """Copied out of the package and imported by a bare Python, it works and pulls in nothing else."""
+    import shutil
+    import subprocess
+
+    shutil.copy(PROTOCOL_FILE, tmp_path / "rsvlm_protocol.py")
+    code = (
+        "import sys, rsvlm_protocol as p\n"
+        "s = p.EventStream()\n"
+        "events = s.feed(b'{\"event\":\"progress\",\"job\":\"a\",\"stage\":\"s\",\"done\":1,\"total\":2}\\n')\n"
+        "assert events[0].fraction == 0.5, events\n"
+        "print(p.run_request('a', {'kind': 'localize'}), end='')\n"
+        "foreign = sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names\n"
+        "                 and m.split('.')[0] not in ('rsvlm_protocol', '__main__', '__mp_main__'))\n"
+        "assert not foreign, foreign\n"
+    )
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"request": "run", "id": "a", "spec": {"kind": "localize"}}

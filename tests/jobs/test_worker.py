@@ -234,3 +234,27 @@ def test_stray_output_goes_to_stderr_never_to_the_event_stream(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines() == ['{"event":"log","message":"an event","level":"info"}']
     assert "a stray print" in out.stderr.decode() and "C code writing to fd 1" in out.stderr.decode()
+
+
+def test_the_selo_evaluation_runs_as_a_job(tiny_clip, tmp_path):
+    import cv2
+
+    data = tmp_path / "airslt"
+    (data / "imgs").mkdir(parents=True)
+    (data / "annotations").mkdir()
+    with rasterio.open(SCENE) as ds:
+        rgb = ds.read((1, 2, 3), window=((0, 512), (0, 512))).transpose(1, 2, 0)
+    cv2.imwrite(str(data / "imgs" / "scene_0.png"), rgb[..., ::-1])
+    anno = [{"caption": "a dark lake", "jpg_name": "scene_0.png", "points": [[[100, 100], [300, 100], [300, 300]]]}]
+    (data / "annotations" / "anno.json").write_text(json.dumps(anno))
+    spec = {"kind": "eval-selo", "data": str(data), "out": str(tmp_path / "metrics"), "model": tiny_model(tiny_clip),
+            "grid": "256"}
+    worker = WorkerProc("worker", str(write_spec(tmp_path / "job.json", spec)))
+    assert worker.wait() == 0, worker.stderr[-2000:]
+    result = worker.events[-1]
+    assert result.type == "result" and result.kind == "eval-selo"
+    assert {f.role for f in result.files} == {"report", "table"}
+    report = json.loads(Path(result.paths("report")[0]).read_text())
+    assert report["per_sample"][0]["caption"] == "a dark lake"
+    assert result.summary["mean"] == report["mean"]
+    assert set(report["mean"]) >= {"Rsu", "Ras", "Rda", "Rmi"}
