@@ -173,7 +173,9 @@ def test_protocol_loads_alone_as_the_qgis_plugin_does(tmp_path):
 
     shutil.copy(PROTOCOL_FILE, tmp_path / "rsvlm_protocol.py")
     code = (
-        "import sys, rsvlm_protocol as p\n"
+        "import sys\n"
+        "sys.path.insert(0, '.')\n"
+        "import rsvlm_protocol as p\n"
         "s = p.EventStream()\n"
         "events = s.feed(b'{\"event\":\"progress\",\"job\":\"a\",\"stage\":\"s\",\"done\":1,\"total\":2}\\n')\n"
         "assert events[0].fraction == 0.5, events\n"
