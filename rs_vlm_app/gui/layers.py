@@ -19,7 +19,7 @@ import numpy as np
 from affine import Affine
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
-from PyQt6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsSimpleTextItem
+from PyQt6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.gui.map_view import Z_HEATMAP, Z_VECTORS, Frame
@@ -283,6 +283,33 @@ def cosmetic_pen(colour: str | QColor, width: float) -> QPen:
     return pen
 
 
+class RankBadge(QGraphicsItem):
+    """A hot spot's rank in a dark disc, the same size at every zoom."""
+
+    RADIUS = 10
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def boundingRect(self) -> QRectF:
+        r = self.RADIUS + 1
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(QColor("#ffffff"), 1.5))
+        painter.setBrush(QBrush(QColor(20, 20, 20, 210)))
+        painter.drawEllipse(QPointF(0, 0), self.RADIUS, self.RADIUS)
+        font = QFont()
+        font.setBold(True)
+        font.setPointSize(8)
+        painter.setFont(font)
+        painter.drawText(self.boundingRect(), Qt.AlignmentFlag.AlignCenter, self.text)
+
+
 class VectorLayer(Layer):
     """A GeoPackage layer. ``role``: "hotspots" (outlines + rank labels), "tiles" (tile polygons
     coloured by class or score, hover/click shows caption, classes, scores) or "vectors"."""
@@ -354,21 +381,14 @@ class VectorLayer(Layer):
                 path.addPath(painter_path(geometry))
         no_fill = QBrush(Qt.BrushStyle.NoBrush)
         items: list[QGraphicsItem] = [PolygonsItem([(path, no_fill, halo), (path, no_fill, line)])]
-        font = QFont()
-        font.setBold(True)
-        font.setPointSize(10)
         for record, geometry in zip(self.features.records, self.features.geometries, strict=True):
             if geometry is None or geometry.is_empty:
                 continue
             point = geometry.representative_point()
-            label = QGraphicsSimpleTextItem(str(record.get("rank", "")))
-            label.setFont(font)
-            label.setBrush(QBrush(QColor("#ffffff")))
-            label.setPen(cosmetic_pen("#111111", 1.0))
-            label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
-            label.setPos(point.x, point.y)
-            label.setZValue(Z_VECTORS + 1)
-            items.append(label)
+            badge = RankBadge(str(record.get("rank", "")))
+            badge.setPos(point.x, point.y)
+            badge.setZValue(Z_VECTORS + 1)
+            items.append(badge)
         return items
 
     def _tile_items(self) -> list[QGraphicsItem]:

@@ -94,7 +94,7 @@ class MainWindow(QMainWindow):
         self.jobs_panel.open_result.connect(self.open_job_result)
         self.jobs_dock = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea, "jobsDock")
         self.resizeDocks([self.layers_dock, self.info_dock], [280, 300], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.jobs_dock], [220], Qt.Orientation.Vertical)
+        self.resizeDocks([self.jobs_dock], [180], Qt.Orientation.Vertical)
 
         self._actions()
         self._toolbar()
@@ -396,6 +396,7 @@ class MainWindow(QMainWindow):
                 self.layers.set_group_visible(query, True)  # already on the map, unchanged since
             else:
                 self._add_query_layers(query, heat, vectors.get(query, heat.with_suffix(".gpkg")))
+            self.layers.select_group(query)
         for f in result.files:
             if f.role == "tiles":
                 self.add_vector_file(Path(f.path), f.title)

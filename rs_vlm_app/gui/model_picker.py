@@ -23,8 +23,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-DEVICES = [("Auto", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda"), ("Apple GPU", "mps")]
-PRECISIONS = [("Auto", "auto"), ("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16")]
+DEVICES = [("Auto device", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda"), ("Apple GPU", "mps")]
+PRECISIONS = [("Auto precision", "auto"), ("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16")]
 CUSTOM = "__custom__"
 MAX_CUSTOM = 8
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from PyQt6.QtCore import QRectF, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QBrush, QColor, QLinearGradient, QPainter, QPen
+from PyQt6.QtGui import QBrush, QColor, QIcon, QLinearGradient, QPainter, QPen, QPixmap
 from PyQt6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -211,6 +211,7 @@ class LayerPanel(QWidget):
         group.addChild(item)
         group.setExpanded(True)
         self._items[id(layer)] = item
+        self._fill_legend(layer, item)
         self.tree.blockSignals(False)
         self.tree.setCurrentItem(group)
         self.layers_changed.emit()
@@ -248,6 +249,8 @@ class LayerPanel(QWidget):
         item = self.tree.currentItem()
         if item is None or item is self.scene_item:
             return
+        while item.parent() is not None and self._layer_of(item) is None:
+            item = item.parent()  # a legend entry stands for its layer
         layer = self._layer_of(item)
         if layer is not None:
             self.remove_layer(layer)
@@ -284,7 +287,9 @@ class LayerPanel(QWidget):
         item = self.tree.currentItem()
         if item is None or item is self.scene_item:
             return None
-        return (item.parent() or item).text(0)
+        while item.parent() is not None:
+            item = item.parent()
+        return item.text(0)
 
     def heatmap_of(self, group: str | None) -> HeatmapLayer | None:
         return next((x for x in self.layers if x.group == group and isinstance(x, HeatmapLayer)), None)
@@ -320,7 +325,24 @@ class LayerPanel(QWidget):
         if item is not None and item.text(0) != self._label(layer):
             self.tree.blockSignals(True)
             item.setText(0, self._label(layer))  # a lazy layer knows its fields once read
+            self._fill_legend(layer, item)
             self.tree.blockSignals(False)
+
+    def _fill_legend(self, layer: Layer, item: QTreeWidgetItem) -> None:
+        """Class colours of a tile layer, as swatches under its entry."""
+        legend = getattr(layer, "legend", [])
+        item.takeChildren()
+        for name, colour in legend[:40]:
+            swatch = QPixmap(12, 12)
+            swatch.fill(colour)
+            child = QTreeWidgetItem([name])
+            child.setIcon(0, QIcon(swatch))
+            child.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            item.addChild(child)
+        if len(legend) > 40:
+            more = QTreeWidgetItem([f"… {len(legend) - 40} more classes"])
+            more.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            item.addChild(more)
 
     def set_group_visible(self, group: str, visible: bool) -> None:
         item = self._groups.get(group)
@@ -329,6 +351,11 @@ class LayerPanel(QWidget):
             item.setCheckState(0, Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
             self.tree.blockSignals(False)
             self._item_changed(item, 0)
+
+    def select_group(self, group: str) -> None:
+        item = self._groups.get(group)
+        if item is not None:
+            self.tree.setCurrentItem(item)
 
     def set_layer_visible(self, layer: Layer, visible: bool) -> None:
         item = self._items.get(id(layer))
@@ -364,6 +391,8 @@ class LayerPanel(QWidget):
         if item is self.scene_item:
             self.zoom_requested.emit(None)
             return
+        while item.parent() is not None and self._layer_of(item) is None:
+            item = item.parent()
         layer = self._layer_of(item)
         layers = [layer] if layer is not None else self.layers_in(item.text(0))
         rect = QRectF()
