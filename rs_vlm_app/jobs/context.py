@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,23 +27,37 @@ class ModelPool:
     """
 
     def __init__(self) -> None:
-        self._encoders: dict[tuple, Any] = {}
+        self._models: dict[tuple, Any] = {}
         self.loads = 0
         self.load_seconds = 0.0
 
     def clip_encoder(self, spec: ModelSpec, reporter: Reporter | None = None) -> Any:
         """A rs_vlm_app.models.encoder.ClipEncoder for ``spec`` (loaded now, or the one loaded before)."""
-        return self._get(spec, "clip", reporter or NullReporter())
+        def wrap(loaded: Any) -> Any:
+            from rs_vlm_app.models.encoder import ClipEncoder
 
-    def _get(self, spec: ModelSpec, family: str, reporter: Reporter) -> Any:
-        key = (family, spec.name, _path_key(spec.checkpoint), spec.arch, _path_key(spec.model_config),
-               spec.quick_gelu, spec.device, spec.precision, spec.batch_size, spec.allow_download)
-        found = self._encoders.get(key)
+            return ClipEncoder(loaded, device=spec.device, precision=spec.precision, batch_size=spec.batch_size)
+
+        return self.load(spec, "clip", wrap, purpose="clip-encoder")
+
+    def load(self, spec: ModelSpec, family: str, wrap: Callable[[Any], Any], purpose: str) -> Any:
+        """The model ``spec`` names, checked to be of ``family`` ("clip" or "coca"), turned into what a
+        job uses by ``wrap(LoadedModel)``; memoised per (spec, purpose). Failures raise ModelLoadError
+        (a UserError: one line naming the model and the problem)."""
+        try:
+            identity = spec.request().key()  # covers the weights file's identity, not just its path
+        except UserError as exc:
+            raise ModelLoadError(str(exc)) from None
+        key = (purpose, family, identity, spec.device, spec.precision, spec.batch_size)
+        found = self._models.get(key)
         if found is not None:
             return found
         started = time.monotonic()
         try:
-            encoder = _load_encoder(spec, family)
+            from rs_vlm_app.models.factory import get_model
+
+            loaded = get_model(spec.request(), device=spec.device, precision=spec.precision, expect_family=family)
+            model = wrap(loaded)
         except (Cancelled, KeyboardInterrupt, MemoryError):
             raise
         except UserError as exc:
@@ -53,20 +68,8 @@ class ModelPool:
                                  f"{' '.join(str(exc).split())[:300]}") from None
         self.load_seconds += time.monotonic() - started
         self.loads += 1
-        self._encoders[key] = encoder
-        return encoder
-
-
-def _load_encoder(spec: ModelSpec, family: str) -> Any:
-    from rs_vlm_app.models.encoder import ClipEncoder
-    from rs_vlm_app.models.factory import get_model
-
-    loaded = get_model(spec.request(), device=spec.device, precision=spec.precision, expect_family=family)
-    return ClipEncoder(loaded, device=spec.device, precision=spec.precision, batch_size=spec.batch_size)
-
-
-def _path_key(path: Any) -> str | None:
-    return None if path is None else str(path)
+        self._models[key] = model
+        return model
 
 
 @dataclass
