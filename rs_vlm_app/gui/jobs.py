@@ -210,6 +210,10 @@ class JobManager(QObject):
             self._start_oneshot(job)
         return job
 
+    def warm_up(self) -> None:
+        """Start the persistent worker now (it imports torch while the user types a question)."""
+        self._ensure_server()
+
     def _ensure_server(self) -> None:
         if self.server is not None and self.server.running():
             return

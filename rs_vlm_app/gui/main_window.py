@@ -244,6 +244,10 @@ class MainWindow(QMainWindow):
         self.crs_label.setText(f"{frame.crs_text()} · {frame.width} × {frame.height} px")
         self._remember_recent(path)
         self._update_enabled()
+        if self.settings.value("worker/start_early", True, type=bool):
+            self.jobs.warm_up()
+            if "ready" not in self.worker_label.text():
+                self.worker_label.setText("worker: starting…")
         restored = self._restore_earlier_queries(path)
         text = f"Opened {path.name}. Type a question in the box above and press Enter."
         if restored:
@@ -427,6 +431,11 @@ class MainWindow(QMainWindow):
 
     def _worker_ready(self, hello) -> None:
         device = hello.device.get("default", "?")
+        if device == "none":
+            self.worker_label.setText("worker: cannot compute")
+            self.messages.show_message(f"The worker cannot compute: {hello.device.get('error', 'torch is missing')}. "
+                                       "Check the rs-vlm installation.", "error")
+            return
         names = hello.device.get("cuda") or []
         detail = f"{device}" + (f" ({names[0]})" if names and device == "cuda" else "")
         self.worker_label.setText(f"worker ready · {detail} · torch {hello.versions.get('torch', '?')}")

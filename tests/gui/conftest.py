@@ -16,6 +16,7 @@ from rs_vlm_app.gui.model_picker import ModelChoice  # noqa: E402
 def settings(tmp_path):
     ini = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     ini.setValue("results/folder", str(tmp_path / "results"))
+    ini.setValue("worker/start_early", False)  # tests without queries start no worker
     return ini
 
 

@@ -35,7 +35,11 @@ def slow_spec(window, tiny_choice, scene=SCENE) -> dict:
 
 def test_a_query_shows_its_heat_map_over_the_scene(qtbot, window, tiny_choice):
     window.model_picker.add_custom(tiny_choice)
+    window.settings.setValue("worker/start_early", True)
     assert window.open_scene(SCENE)
+    assert window.worker_label.text() == "worker: starting…"
+    qtbot.waitUntil(lambda: "worker ready" in window.worker_label.text(), timeout=WORKER_TIMEOUT_MS)
+    assert window.jobs.jobs == []  # warm, nothing run
     window.query.setText("a lake")
     qtbot.mouseClick(window.ask_button, Qt.MouseButton.LeftButton)
     job = window.jobs.jobs[-1]
