@@ -458,20 +458,17 @@ class MainWindow(QMainWindow):
     def _click(self, x: float, y: float) -> None:
         self._identify(x, y, pinned=True)
 
-    def identify(self, x: float, y: float) -> list[tuple[str, dict[str, Any]]]:
-        """Features of the visible vector layers under scene pixel (x, y), finest first."""
+    def identify(self, x: float, y: float) -> list[tuple[VectorLayer, dict[str, Any]]]:
+        """Features of the visible vector layers under scene pixel (x, y): newest layer first, then
+        the finest tile first (at most 3 per layer)."""
         hits = []
         for layer in reversed(self.layers.layers):
             if isinstance(layer, VectorLayer) and layer.visible:
-                for record in layer.features_at(x, y)[:3]:
-                    hits.append((layer, record))
-        return [(f"{layer.group} · {layer.name}", record) for layer, record in hits]
+                hits += [(layer, record) for record in layer.features_at(x, y)[:3]]
+        return hits
 
     def _identify(self, x: float, y: float, pinned: bool) -> None:
-        hits_with_layers = []
-        for layer in reversed(self.layers.layers):
-            if isinstance(layer, VectorLayer) and layer.visible:
-                hits_with_layers += [(layer, r) for r in layer.features_at(x, y)[:3]]
+        hits_with_layers = self.identify(x, y)
         if not hits_with_layers:
             if pinned:
                 self.info.pinned = False
@@ -489,6 +486,8 @@ class MainWindow(QMainWindow):
             self._set_highlight(layer.geometry_of(record))
 
     def _set_highlight(self, geometry) -> None:
+        if self._highlight is not None and getattr(self._highlight, "geometry", None) is geometry:
+            return
         self._clear_highlight()
         if geometry is None:
             return
@@ -498,6 +497,7 @@ class MainWindow(QMainWindow):
         item.setPen(pen)
         item.setZValue(Z_HIGHLIGHT)
         item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        item.geometry = geometry
         self.map.scene().addItem(item)
         self._highlight = item
 

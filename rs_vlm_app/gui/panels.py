@@ -422,6 +422,8 @@ class InfoPanel(QTextBrowser):
     def show_features(self, hits: list[tuple[str, dict[str, Any]]], where: str | None, pinned: bool = False) -> None:
         if self.pinned and not pinned:
             return
+        if hits and hits == self.shown and (pinned and bool(hits)) == self.pinned:
+            return  # the mouse moved within the same tile: nothing to redraw
         self.pinned = pinned and bool(hits)
         self.shown = hits
         if not hits:
