@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
-from PyQt6.QtCore import QSettings
+from PyQt6.QtCore import QSettings, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from rs_vlm_app.gui.main_window import MainWindow
@@ -27,7 +28,22 @@ def run(paths: list[Path], settings_file: Path | None = None) -> int:
     app.setStyleSheet(STYLE)
     settings = QSettings(str(settings_file), QSettings.Format.IniFormat) if settings_file else QSettings()
     window = MainWindow(settings)
+    _close_on_signals(window, app)
     window.show()
     if paths:
         window.open_paths([str(p) for p in paths])
     return app.exec()
+
+
+def _close_on_signals(window: MainWindow, app: QApplication) -> None:
+    """Ctrl-C or SIGTERM close the window properly (workers stopped, settings saved)."""
+    def close(*_args) -> None:
+        window.close()
+        app.quit()
+
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), close)
+    timer = QTimer(window)  # Python runs signal handlers only between bytecodes: wake up now and then
+    timer.timeout.connect(lambda: None)
+    timer.start(300)
