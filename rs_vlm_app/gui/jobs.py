@@ -26,6 +26,8 @@ from rs_vlm_app.jobs import protocol
 #: A cancelled job that has not stopped after this long gets SIGTERM, then SIGKILL.
 CANCEL_GRACE_MS = 15000
 KILL_GRACE_MS = 5000
+#: Log lines kept per job.
+MAX_LOG_LINES = 2000
 
 QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
     "queued", "running", "cancelling", "done", "failed", "cancelled")
@@ -286,6 +288,7 @@ class JobManager(QObject):
             if event.level != "debug" or "Traceback" in event.message:
                 prefix = "" if event.level == "info" else f"{event.level}: "
                 job.log.append(prefix + event.message)
+                del job.log[:-MAX_LOG_LINES]
         elif isinstance(event, protocol.Result):
             job.result = event
             self._finish(job, DONE)

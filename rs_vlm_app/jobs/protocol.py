@@ -251,6 +251,10 @@ def _build(cls: type[Event], data: dict[str, Any]) -> Event:
     return cls(**kwargs, extra=extra)
 
 
+#: A line longer than this is not an event of ours: it is dropped (with a warning).
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
 class EventStream:
     """Turns chunks of worker output (as QProcess or a pipe delivers them) into events.
 
@@ -260,16 +264,26 @@ class EventStream:
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._skipping = False
 
     def feed(self, chunk: bytes | str) -> list[Event]:
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8")
         self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
+        if self._skipping and lines:
+            lines = lines[1:]  # the rest of an over-long line
+            self._skipping = False
+        if len(self._buffer) > MAX_LINE_BYTES:
+            log.warning("ignored a worker line longer than %d bytes", MAX_LINE_BYTES)
+            self._buffer, self._skipping = b"", True
         return [e for e in (decode_event(line) for line in lines) if e is not None]
 
     def close(self) -> list[Event]:
         rest, self._buffer = self._buffer, b""
+        if self._skipping:
+            self._skipping = False
+            return []
         event = decode_event(rest) if rest.strip() else None
         return [event] if event is not None else []
 

@@ -188,3 +188,13 @@ def test_protocol_loads_alone_as_the_qgis_plugin_does(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"request": "run", "id": "a", "spec": {"kind": "localize"}}
+
+
+def test_an_endless_line_is_dropped_without_eating_memory(monkeypatch, caplog):
+    monkeypatch.setattr(p, "MAX_LINE_BYTES", 100)
+    stream = p.EventStream()
+    with caplog.at_level(logging.WARNING):
+        assert stream.feed(b"x" * 80) == []
+        assert stream.feed(b"y" * 80) == []
+        assert stream.feed(b"z" * 10 + b"\n" + p.encode_event(p.Cancelled()).encode()) == [p.Cancelled()]
+    assert "longer than 100 bytes" in caplog.text
