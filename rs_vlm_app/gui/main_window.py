@@ -449,8 +449,11 @@ class MainWindow(QMainWindow):
             return
         if 0 <= x < frame.width and 0 <= y < frame.height:
             mx, my = frame.to_map(x, y)
-            unit = "" if frame.georeferenced else " (pixels)"
-            self.coords.setText(f"x {mx:,.2f}  y {my:,.2f}{unit}   ·   column {int(x)}  row {int(y)}")
+            if frame.crs is not None and getattr(frame.crs, "is_geographic", False):
+                where = f"lon {mx:.6f}  lat {my:.6f}"
+            else:
+                where = f"x {mx:,.2f}  y {my:,.2f}" + ("" if frame.georeferenced else " (pixels)")
+            self.coords.setText(f"{where}   ·   column {int(x)}  row {int(y)}")
         else:
             self.coords.setText("")
         self._identify(x, y, pinned=False)

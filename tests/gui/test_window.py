@@ -99,6 +99,9 @@ def test_a_dropped_non_raster_is_a_readable_message_and_the_scene_stays(qtbot, w
     # still usable: another scene opens
     assert window.open_scene(LANDSAT)
     assert window.map.frame.crs.to_epsg() == 4326
+    window.map.mouse_moved.emit(10.5, 20.5)
+    lon, lat = window.map.frame.to_map(10.5, 20.5)
+    assert window.coords.text() == f"lon {lon:.6f}  lat {lat:.6f}   ·   column 10  row 20"
 
 
 def test_a_missing_recent_file_is_forgotten(qtbot, window, tmp_path):
