@@ -10,7 +10,17 @@ import pytest
 from tests import tinymodels
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("RSVLM_SHARED", REPO.parent / "shared"))
+
+
+def _shared_dir() -> Path:
+    """../shared beside the checkout (/work/main), or beside the worktrees' folder (/work/wt/NAME)."""
+    if os.environ.get("RSVLM_SHARED"):
+        return Path(os.environ["RSVLM_SHARED"])
+    candidates = [REPO.parent / "shared", REPO.parent.parent / "shared"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED = _shared_dir()
 SAMPLES = SHARED / "samples"
 SELO = SHARED / "selo"
 
@@ -22,9 +32,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own rs-vlm cache (models, embeddings), never the user's."""
+    """Every test gets its own rs-vlm cache (models, embeddings) and Hugging Face hub cache, never the user's."""
     cache = tmp_path_factory.mktemp("rsvlm-cache")
     monkeypatch.setenv("RSVLM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub-cache")))
     return cache
 
 

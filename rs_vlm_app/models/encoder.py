@@ -45,8 +45,8 @@ class ClipEncoder:
 
     def preprocess_key(self) -> str:
         """What the image preprocessing depends on, for embedding-cache keys."""
-        mean = ",".join(f"{v:.6g}" for v in self.loaded.mean)
-        std = ",".join(f"{v:.6g}" for v in self.loaded.std)
+        mean = ",".join(f"{v:.8g}" for v in self.loaded.mean)
+        std = ",".join(f"{v:.8g}" for v in self.loaded.std)
         return f"size={self.image_size};mean={mean};std={std}"
 
     def encode_images(self, tiles: np.ndarray) -> np.ndarray:

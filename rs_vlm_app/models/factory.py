@@ -7,6 +7,7 @@ weights are loaded by rs_vlm_app.models.loading, so every failure is one of our 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -214,7 +215,7 @@ def load_model(request: ModelRequest, *, device: str = "auto", precision: str = 
     model.to(device)
 
     try:
-        tokenizer = open_clip.get_tokenizer(arch)
+        tokenizer = _tokenizer(arch)
     except Exception as exc:  # e.g. a Hugging Face tokenizer that is not in the cache
         raise UserError(f"{plan.display_name}: cannot build the tokenizer of {arch}: {exc}") from None
     mean, std, interpolation = _normalisation(plan.entry, arch, preprocess_cfg)
@@ -228,6 +229,14 @@ def load_model(request: ModelRequest, *, device: str = "auto", precision: str = 
         arch=arch, quick_gelu=quick_gelu, checkpoint=checkpoint, embed_dim=int(cfg["embed_dim"]),
         device=device, precision=precision, entry=plan.entry,
     )
+
+
+@functools.cache
+def _tokenizer(arch: str) -> Callable:
+    """open_clip's tokenizer for ``arch``, built once per process (reading its vocabulary takes ~0.5 s)."""
+    import open_clip
+
+    return open_clip.get_tokenizer(arch)
 
 
 class _DropOpenClipNotes(logging.Filter):

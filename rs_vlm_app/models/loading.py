@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import pickle
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -88,8 +89,10 @@ def _read_torch(path: Path, head: bytes) -> object:
         raise UserError("is a truncated or corrupt checkpoint (its zip archive is incomplete: an interrupted "
                         "download or copy?); fetch it again", path=path)
     try:
-        # mmap: tensors a training checkpoint also holds (optimizer state) are never read into memory
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols are not for users
+            warnings.simplefilter("ignore", UserWarning)
+            # mmap: tensors a training checkpoint also holds (optimizer state) are never read into memory
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower():
             raise UserError("contains Python objects that weights_only loading refuses; only tensor checkpoints "
@@ -97,8 +100,7 @@ def _read_torch(path: Path, head: bytes) -> object:
                             path=path) from None
         raise UserError(f"is not a PyTorch or safetensors checkpoint, or it is corrupt: {_short(exc)}",
                         path=path) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
-            struct.error, UnicodeDecodeError) as exc:
+    except Exception as exc:  # the unpickler fails in many ways on foreign bytes (IndexError, KeyError, ...)
         problem = "truncated or corrupt" if is_zip else "not a PyTorch or safetensors checkpoint, or it is corrupt"
         raise UserError(f"is {problem}: {_short(exc)}", path=path) from None
 

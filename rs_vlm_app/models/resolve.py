@@ -85,7 +85,7 @@ def resolve_checkpoint(entry: ModelEntry, *, allow_download: bool | None = None)
         reason = offline_reason()
         allow_download = reason is None
     else:
-        reason = None if allow_download else "downloads are off"
+        reason = None if allow_download else "--offline"
     if not allow_download:
         raise UserError(
             f"model {entry.name!r} is not in the cache and downloads are off ({reason}): put "

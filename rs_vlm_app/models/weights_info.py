@@ -32,7 +32,7 @@ class WeightsInfo:
         if self.vision == "ViT":
             vit = [f"width {self.vision_width}" if self.vision_width else None,
                    f"patch {self.patch_size}" if self.patch_size else None,
-                   f"{self.vision_layers} layers" if self.vision_layers else None,
+                   f"{self.vision_layers} layer{'s' if self.vision_layers != 1 else ''}" if self.vision_layers else None,
                    f"{self.image_size} px" if self.image_size else None]
             parts.append("ViT " + ", ".join(p for p in vit if p))
         elif self.vision:
@@ -49,6 +49,8 @@ class WeightsInfo:
                   "context_length": "context length"}
         out = []
         for f in fields(self):
+            if f.name == "family":  # said by summary()
+                continue
             mine, theirs = getattr(self, f.name), getattr(expected, f.name)
             if mine is not None and theirs is not None and mine != theirs:
                 out.append(f"{labels[f.name]} {mine}, expected {theirs}")
