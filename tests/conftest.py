@@ -33,9 +33,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own rs-vlm cache (models, embeddings), never the user's."""
+    """Every test gets its own rs-vlm cache (models, embeddings) and Hugging Face hub cache, never the user's."""
     cache = tmp_path_factory.mktemp("rsvlm-cache")
     monkeypatch.setenv("RSVLM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub-cache")))
     return cache
 
 
