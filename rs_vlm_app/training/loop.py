@@ -146,6 +146,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
 
         step, epoch, step_in_epoch = 0, 0, 0
+        if ctx.is_main and start.existing:
+            rundir.remove_stale_temporaries(cfg.run_dir)
         if start.state is not None:
             state = checkpoint.load_state(start.state)
             step, epoch, step_in_epoch = self.restore(state, model, optimizer, scaler, len(table))

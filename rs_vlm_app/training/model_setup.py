@@ -116,11 +116,17 @@ def initial_weights(config: TrainConfig) -> nn.Module:
     try:
         return _quiet(lambda: open_clip.create_model(name, pretrained=init, force_quick_gelu=qg, output_dict=True))
     except Exception as exc:  # download failures surface as RuntimeError, OSError, HF errors...
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(
-            f"cannot get open_clip's {init!r} weights for {name} (offline or not cached: {first[:160]}); "
+            f"cannot get open_clip's {init!r} weights for {name} (offline or not cached: {_reason(exc)}); "
             "download them once where there is internet, or pass --init FILE with a checkpoint"
         ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """The first sentence of a download error, without open_clip's "Failed to download weights" wrapper."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.split("': ", 1)[1] if text.startswith("Failed to download weights for tag") and "': " in text else text
+    return text.split(". ")[0][:200]
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -168,10 +174,10 @@ def load_checkpoint_into(model: nn.Module, path: Path, name: str) -> None:
 
 
 def _quiet(create: Callable[[], nn.Module]) -> nn.Module:
-    """Run an open_clip factory call without its root-logger chatter ("initialized randomly")."""
+    """Run an open_clip factory call without its root-logger chatter ("initialized randomly", download errors)."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.ERROR))
+    root.setLevel(logging.CRITICAL + 1)  # failures come back as exceptions, which we word ourselves
     try:
         return create()
     finally:

@@ -94,6 +94,19 @@ def inspect(config: TrainConfig) -> RunStart:
     return RunStart(state=state, existing=True)
 
 
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete half-written files a killed run left behind (atomic writes' ``.NAME.*.tmp*`` siblings)."""
+    removed = 0
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") and ".tmp" in path.name and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def write_run_json(config: TrainConfig, world_size: int) -> None:
     record = {
         "rs_vlm_version": __version__,
