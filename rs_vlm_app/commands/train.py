@@ -50,22 +50,22 @@ def _d(name: str) -> str:
 def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
     S = argparse.SUPPRESS  # options not given stay out of the namespace, so recipes can fill them
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, help="training data: a caption CSV (filepath,caption), or "
+    data.add_argument("--data", required=True, metavar="CSV|SHARDS", help="training data: a caption CSV (filepath,caption), or "
                       "WebDataset shards (a .tar, a folder of .tar, a glob or name-{000..009}.tar)")
-    data.add_argument("--val", dest="val_data", default=S, help="validation caption CSV: retrieval R@K and loss")
-    data.add_argument("--val-zeroshot", default=S, help="zero-shot evaluation CSV with filepath,label columns")
-    data.add_argument("--zeroshot-templates", default=S, help="prompt templates, one per line with {} for the class")
-    data.add_argument("--csv-img-key", dest="csv_image_key", default=S, help="image column" + _d("csv_image_key"))
-    data.add_argument("--csv-caption-key", default=S, help="caption column" + _d("csv_caption_key"))
+    data.add_argument("--val", dest="val_data", default=S, metavar="CSV", help="validation caption CSV: retrieval R@K and loss")
+    data.add_argument("--val-zeroshot", default=S, metavar="CSV", help="zero-shot evaluation CSV with filepath,label columns")
+    data.add_argument("--zeroshot-templates", default=S, metavar="FILE", help="prompt templates, one per line with {} for the class")
+    data.add_argument("--csv-img-key", dest="csv_image_key", default=S, metavar="COLUMN", help="image column" + _d("csv_image_key"))
+    data.add_argument("--csv-caption-key", default=S, metavar="COLUMN", help="caption column" + _d("csv_caption_key"))
     data.add_argument("--no-augment", dest="augment", action="store_false", default=S,
                       help="no random crops (open_clip's training transform is the default)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--recipe", default=S, help="a shipped recipe (see `rsvlm train recipes`) or a .toml file")
+    model.add_argument("--recipe", default=S, metavar="NAME|FILE", help="a shipped recipe (see `rsvlm train recipes`) or a .toml file")
     model.add_argument("--model", default=S, metavar="ARCH", help="open_clip architecture" + _d("model"))
     model.add_argument("--model-config", default=S, metavar="JSON", help="open_clip model config of a custom "
                        "architecture (its file stem is the model name)")
-    model.add_argument("--init", default=S, help="initial weights: none, an open_clip pretrained tag (openai, "
+    model.add_argument("--init", default=S, metavar="none|TAG|FILE", help="initial weights: none, an open_clip pretrained tag (openai, "
                        "laion2b_s13b_b90k, ...) or a checkpoint file" + _d("init"))
     gelu = model.add_mutually_exclusive_group()
     gelu.add_argument("--quick-gelu", dest="quick_gelu", action="store_true", default=S,
@@ -73,18 +73,18 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
     gelu.add_argument("--no-quick-gelu", dest="quick_gelu", action="store_false", default=S)
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=S, help="epochs" + _d("epochs"))
-    opt.add_argument("--batch-size", type=int, default=S, help="batch size per process" + _d("batch_size"))
+    opt.add_argument("--epochs", type=int, default=S, metavar="N", help="epochs" + _d("epochs"))
+    opt.add_argument("--batch-size", type=int, default=S, metavar="N", help="batch size per process" + _d("batch_size"))
     opt.add_argument("--lr", type=float, default=S, help="peak learning rate" + _d("lr"))
     opt.add_argument("--wd", type=float, default=S, help="weight decay" + _d("wd"))
-    opt.add_argument("--warmup", type=int, default=S, help="linear warmup steps" + _d("warmup"))
+    opt.add_argument("--warmup", type=int, default=S, metavar="N", help="linear warmup steps" + _d("warmup"))
     opt.add_argument("--schedule", choices=("cosine", "const"), default=S, help="after warmup" + _d("schedule"))
     opt.add_argument("--beta1", type=float, default=S, help=argparse.SUPPRESS)
     opt.add_argument("--beta2", type=float, default=S, help=argparse.SUPPRESS)
     opt.add_argument("--eps", type=float, default=S, help=argparse.SUPPRESS)
-    opt.add_argument("--grad-accum", type=int, default=S,
+    opt.add_argument("--grad-accum", type=int, default=S, metavar="N",
                      help="micro-batches per optimizer step (the contrastive loss sees them all)" + _d("grad_accum"))
-    opt.add_argument("--grad-clip-norm", type=float, default=S, help="clip the gradient norm")
+    opt.add_argument("--grad-clip-norm", type=float, default=S, metavar="NORM", help="clip the gradient norm")
     opt.add_argument("--precision", choices=("auto", "fp32", "amp", "amp_bf16"), default=S,
                      help="auto: fp16 AMP on a GPU, float32 on a CPU" + _d("precision"))
     opt.add_argument("--grad-checkpointing", action="store_true", default=S, help="trade compute for memory")
@@ -95,12 +95,12 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
 
     peft = parser.add_argument_group("parameter-efficient fine-tuning")
     peft.add_argument("--lock-image", action="store_true", default=S, help="freeze the image tower (LiT)")
-    peft.add_argument("--lock-image-unlocked-groups", type=int, default=S,
+    peft.add_argument("--lock-image-unlocked-groups", type=int, default=S, metavar="N",
                       help="leave the last N layer groups of the locked image tower trainable")
     peft.add_argument("--lora", dest="lora_rank", type=int, default=S, metavar="RANK",
                       help="train only LoRA adapters of this rank on the attention projections")
-    peft.add_argument("--lora-alpha", type=float, default=S, help="LoRA scale numerator (default: 2 x rank)")
-    peft.add_argument("--lora-towers", type=_towers, default=S,
+    peft.add_argument("--lora-alpha", type=float, default=S, metavar="ALPHA", help="LoRA scale numerator (default: 2 x rank)")
+    peft.add_argument("--lora-towers", type=_towers, default=S, metavar="LIST",
                       help="comma-separated: image, text, decoder (default: image,text)")
 
     run = parser.add_argument_group("run")
@@ -108,18 +108,18 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
                      help="run directory: checkpoints, models, logs")
     run.add_argument("--resume", action="store_true", default=S,
                      help="continue the run in RUNDIR (also automatic when its settings match)")
-    run.add_argument("--nproc", type=int, default=1, help="processes (GPUs) on this machine, started via torchrun")
+    run.add_argument("--nproc", type=int, default=1, metavar="N", help="processes (GPUs) on this machine, started via torchrun")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=S, help=_d("device").strip())
-    run.add_argument("--workers", type=int, default=S, help="data-loading processes per process" + _d("workers"))
-    run.add_argument("--seed", type=int, default=S, help=_d("seed").strip())
-    run.add_argument("--log-every", type=int, default=S, help="steps between log lines" + _d("log_every"))
-    run.add_argument("--save-every", type=int, default=S,
+    run.add_argument("--workers", type=int, default=S, metavar="N", help="data-loading processes per process" + _d("workers"))
+    run.add_argument("--seed", type=int, default=S, metavar="N", help=_d("seed").strip())
+    run.add_argument("--log-every", type=int, default=S, metavar="N", help="steps between log lines" + _d("log_every"))
+    run.add_argument("--save-every", type=int, default=S, metavar="N",
                      help="steps between checkpoints, 0: epoch ends only" + _d("save_every"))
-    run.add_argument("--keep-checkpoints", type=int, default=S, help=_d("keep_checkpoints").strip())
-    run.add_argument("--eval-every", type=int, default=S,
+    run.add_argument("--keep-checkpoints", type=int, default=S, metavar="N", help=_d("keep_checkpoints").strip())
+    run.add_argument("--eval-every", type=int, default=S, metavar="N",
                      help="steps between evaluations, 0: epoch ends only" + _d("eval_every"))
     run.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S)
-    run.add_argument("--stop-after-steps", type=int, default=S,
+    run.add_argument("--stop-after-steps", type=int, default=S, metavar="N",
                      help="stop (resumably) once the run reaches this many optimizer steps")
 
 

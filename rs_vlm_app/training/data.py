@@ -68,55 +68,53 @@ def open_caption_data(spec: str, image_key: str = "filepath", caption_key: str =
 
 def check_caption_source(spec: str, image_key: str = "filepath", caption_key: str = "caption") -> None:
     """Cheap checks before anything heavy loads: the file exists and has the columns, or shards exist."""
-    if is_csv(spec):
-        path = Path(spec)
-        if not path.is_file():
-            raise UserError("no such file", path=path)
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-            header_line = f.readline()
-        delimiter = "\t" if "\t" in header_line else ","
-        header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter), [])]
-        for column in (image_key, caption_key):
-            if column not in header:
-                raise UserError(f"no {column!r} column (header: {', '.join(header) or 'empty'}); the CSV needs "
-                                f"a header with {image_key} and {caption_key}", path=path)
-    else:
+    if not is_csv(spec):
         expand_shards(spec)
+        return
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError("no such file", path=path)
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        _delimiter, header = _parse_header(f.readline())
+    _require_columns(path, header, (image_key, caption_key))
+
+
+def _parse_header(line: str) -> tuple[str, list[str]]:
+    """The delimiter (a tab when the header holds one, as open_clip writes, else a comma) and the columns."""
+    delimiter = "\t" if "\t" in line else ","
+    return delimiter, [h.strip() for h in next(csv.reader([line], delimiter=delimiter), [])]
+
+
+def _require_columns(path: Path, header: list[str], columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(
+            f"no {missing[0]!r} column (header: {', '.join(header) or 'empty'}); the CSV needs a header with "
+            f"{' and '.join(columns)}",
+            path=path,
+        )
 
 
 # --- CSV ---------------------------------------------------------------------------------------------
 
 def read_csv_columns(path: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:
-    """Rows of a CSV with a header as (line number, [value per requested column]).
-
-    The delimiter is a tab when the header holds one (open_clip's default), otherwise a comma.
-    """
+    """Rows of a CSV with a header as (line number, [value per requested column])."""
     if not path.is_file():
         raise UserError("no such file", path=path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            header_line = f.readline()
-            delimiter = "\t" if "\t" in header_line else ","
-            f.seek(0)
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
-            if not header:
+            delimiter, header = _parse_header(f.readline())
+            if not header or header == [""]:
                 raise UserError("empty file; a caption CSV needs a header such as filepath,caption", path=path)
-            header = [h.strip() for h in header]
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise UserError(
-                    f"no {missing[0]!r} column (header: {', '.join(header)}); the CSV needs a header with "
-                    f"{' and '.join(columns)}",
-                    path=path,
-                )
+            _require_columns(path, header, columns)
+            reader = csv.reader(f, delimiter=delimiter)
             positions = [header.index(c) for c in columns]
             rows = []
             for row in reader:
                 if not any(cell.strip() for cell in row):
                     continue
                 values = [row[p].strip() if p < len(row) else "" for p in positions]
-                rows.append((reader.line_num, values))
+                rows.append((reader.line_num + 1, values))  # +1: the header line read above
     except UnicodeDecodeError:
         raise UserError("not a UTF-8 text file", path=path) from None
     except csv.Error as exc:

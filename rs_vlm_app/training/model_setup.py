@@ -60,6 +60,9 @@ def architecture_config(config: TrainConfig) -> dict[str, Any]:
             "(see open_clip.list_models()) and no --model-config given"
         )
     model_cfg = copy.deepcopy(model_cfg)
+    if "init_logit_bias" in model_cfg:
+        raise UserError(f"{config.model_name} is a SigLIP-style model (sigmoid loss); rsvlm train supports "
+                        "CLIP (softmax contrastive) and CoCa architectures")
     if config.use_quick_gelu:
         model_cfg["quick_gelu"] = True
     is_coca = "multimodal_cfg" in model_cfg

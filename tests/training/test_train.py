@@ -123,6 +123,7 @@ def test_a_finished_run_is_not_trained_again(clip_run):
     assert "already finished" in reporter.text()
 
 
+@pytest.mark.slow
 def test_tiny_coca_lowers_its_caption_loss(shapes, tiny_coca, tmp_path):
     config = train_config(shapes, tmp_path / "run", tiny_coca["config"], task="coca", batch_size=8,
                           log_every=4, stop_after_steps=12, val_data=str(shapes["val"]))

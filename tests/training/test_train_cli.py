@@ -197,3 +197,24 @@ def test_killed_run_resumes_to_the_same_end(shapes, tiny_clip, tmp_path):
     final, straight = load_safetensors(run / "model.safetensors"), load_safetensors(reference.run_dir / "model.safetensors")
     for key, value in straight.items():
         np.testing.assert_allclose(final[key].numpy(), value.numpy(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_with_a_checkpoint(shapes, tiny_clip, tmp_path):
+    run = tmp_path / "run"
+    args = cli_args(shapes, run, tiny_clip["config"], "--epochs", "50")
+    process = subprocess.Popen([sys.executable, "-m", "rs_vlm_app", *args], env=subprocess_env(), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not (run / "train_log.csv").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 3, err[-3000:]
+    assert "stop requested: finishing the current step and writing a checkpoint" in err
+    assert "rsvlm: cancelled; finished work is kept, run the same command again to resume" in err
+    states = sorted((run / "checkpoints").glob("step_*.pt"))
+    assert len(states) == 1
+    last_logged = int(read_csv(run / "train_log.csv")[-1]["step"])
+    assert states[0].name == f"step_{last_logged:08d}.pt"
