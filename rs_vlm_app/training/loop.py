@@ -86,6 +86,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.float16
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
+
+
 class _Window:
     """Sums over the steps since the last log line (this process's share)."""
 
@@ -229,8 +233,8 @@ class Trainer:
         total = sum(p.numel() for p in model.parameters())
         self.say(
             f"training {cfg.task} {cfg.model_name} (init {cfg.init}) on {len(table)} samples: "
-            f"{cfg.epochs} epochs x {plan.steps_per_epoch} steps, global batch {plan.global_batch} "
-            f"({self.ctx.world_size} processes on {self.ctx.device.type}); "
+            f"{_plural(cfg.epochs, 'epoch')} x {plan.steps_per_epoch} steps, global batch {plan.global_batch} "
+            f"({_plural(self.ctx.world_size, 'process')} on {self.ctx.device.type}); "
             f"{trainable:,} of {total:,} parameters trainable"
         )
 
