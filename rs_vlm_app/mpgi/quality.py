@@ -149,15 +149,20 @@ def run_quality(config: BuildConfig, plan: Plan, manifest: Manifest, reporter: R
     if not total:
         return stats
     reporter.progress("quality", 0, total)
-    last = (0, "")
+    rank = {stage: i for i, stage in enumerate(plan.caption_stages)}
+    last = 0
     while True:
-        rows = manifest.db.execute(
-            "SELECT image_id, stage, text FROM outputs WHERE verdict IS NULL AND stage LIKE ? AND "
-            "(image_id > ? OR (image_id = ? AND stage > ?)) ORDER BY image_id, stage LIMIT ?",
-            (CAPTION_PREFIX + "%", last[0], last[0], last[1], PAGE)).fetchall()
-        if not rows:
+        ids = [i for (i,) in manifest.db.execute(
+            "SELECT DISTINCT image_id FROM outputs WHERE verdict IS NULL AND stage LIKE ? AND image_id > ? "
+            "ORDER BY image_id LIMIT ?", (CAPTION_PREFIX + "%", last, PAGE))]
+        if not ids:
             break
-        last = (rows[-1][0], rows[-1][1])
+        last = ids[-1]
+        marks = ",".join("?" * len(ids))
+        rows = manifest.db.execute(
+            f"SELECT image_id, stage, text FROM outputs WHERE verdict IS NULL AND stage LIKE ? AND image_id IN ({marks})",
+            (CAPTION_PREFIX + "%", *ids)).fetchall()
+        rows.sort(key=lambda r: (r[0], rank.get(r[1], len(rank)), r[1]))  # configured slot order
         images = {i: manifest.image(i) for i in sorted({r[0] for r in rows})}
         scores: list[float | None] = [None] * len(rows)
         if quality.clip is not None and quality.clip.action != "off" and clip_scorer is not None:
@@ -217,7 +222,7 @@ def _check_one(manifest: Manifest, config: BuildConfig, image_id: int, stage: st
 
 
 def recheck_duplicates(manifest: Manifest, config: BuildConfig) -> int:
-    """After a merge: mark duplicates across shards (each shard only saw its own). Returns how many.
+    """After a merge: mark duplicates across shards (each shard only saw its own). Returns how many were new.
 
     Works one group of equal texts at a time, so memory follows the duplicates, not the dataset.
     """
@@ -225,6 +230,7 @@ def recheck_duplicates(manifest: Manifest, config: BuildConfig) -> int:
     if action == "off":
         return 0
     found = 0
+    rank = {stage: i for i, stage in enumerate(manifest.get_meta("stages") or [])}
     groups = [norm for (norm,) in manifest.db.execute(
         "SELECT norm FROM outputs WHERE verdict IS NOT NULL AND stage LIKE ? GROUP BY norm HAVING COUNT(*) > 1",
         (CAPTION_PREFIX + "%",))]
@@ -232,11 +238,13 @@ def recheck_duplicates(manifest: Manifest, config: BuildConfig) -> int:
         for norm in groups:
             rows = manifest.db.execute(
                 "SELECT o.image_id, o.stage, o.reasons, i.key FROM outputs o JOIN images i ON i.id = o.image_id "
-                "WHERE o.norm = ? AND o.verdict IS NOT NULL AND o.stage LIKE ? ORDER BY o.image_id, o.stage",
-                (norm, CAPTION_PREFIX + "%")).fetchall()
+                "WHERE o.norm = ? AND o.verdict IS NOT NULL AND o.stage LIKE ?", (norm, CAPTION_PREFIX + "%")).fetchall()
+            rows.sort(key=lambda r: (r[0], rank.get(r[1], len(rank)), r[1]))  # the order the checks run in
             first: tuple[str, str] | None = None
             for image_id, stage, reasons_text, key in rows:
-                others = [Finding(**r) for r in json.loads(reasons_text or "[]") if r["check"] != "duplicate"]
+                before = [Finding(**r) for r in json.loads(reasons_text or "[]")]
+                others = [f for f in before if f.check != "duplicate"]
+                was_duplicate = len(others) != len(before)
                 if verdict_of(others) == "drop":
                     continue  # dropped for another reason: it does not count as the original
                 if first is None:
@@ -244,7 +252,7 @@ def recheck_duplicates(manifest: Manifest, config: BuildConfig) -> int:
                     findings = others
                 else:
                     findings = [*others, Finding("duplicate", action, f"same text as {first[0]} {first[1]}")]
-                    found += 1
+                    found += not was_duplicate
                 manifest.db.execute("UPDATE outputs SET verdict = ?, reasons = ? WHERE image_id = ? AND stage = ?",
                                     (verdict_of(findings), json.dumps([f.__dict__ for f in findings]), image_id, stage))
     return found
