@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 
 from rs_vlm_app.errors import Cancelled, UserError
@@ -71,7 +70,7 @@ class Generator:
         relay_backend = backends[config.relay.backend]
         self._relay = _Unit(RELAY, plan.relay, relay_backend, config.relay.max_tokens, config.relay.temperature)
         self._perspectives = []
-        if config.perspectives is not None:
+        if config.perspectives is not None and plan.perspectives:
             backend = backends[config.perspectives.backend]
             for prompt in plan.perspectives:
                 self._perspectives.append(_Unit(PERSPECTIVE_PREFIX + prompt.name, prompt, backend,
@@ -209,11 +208,10 @@ class Generator:
             attempt_id, _ = self.manifest.begin_attempt(row.id, unit.stage, run_id=self.run_id, backend=backend.name,
                                                         model=backend.model, prompt_hash=digest)
             self.stats.requests += 1
-            started = time.perf_counter()
             try:
-                text = await backend.complete(request)
+                reply = await backend.complete(request)
             except TransientError as exc:
-                self.manifest.fail_attempt(attempt_id, ERROR, str(exc), time.perf_counter() - started)
+                self.manifest.fail_attempt(attempt_id, ERROR, str(exc), exc.seconds)
                 self._note_unreachable(backend, exc.unreachable)
                 if attempt < backend.retries:
                     self.stats.retried += 1
@@ -222,13 +220,14 @@ class Generator:
                 self._give_up(row, unit, str(exc), attempt + 1)
                 return None
             except PermanentError as exc:
-                self.manifest.fail_attempt(attempt_id, ERROR, str(exc), time.perf_counter() - started)
+                self.manifest.fail_attempt(attempt_id, ERROR, str(exc), exc.seconds)
                 self._give_up(row, unit, str(exc), attempt + 1)
                 return None
             except asyncio.CancelledError:
-                self.manifest.fail_attempt(attempt_id, CANCELLED, "the build was cancelled", time.perf_counter() - started)
+                self.manifest.fail_attempt(attempt_id, CANCELLED, "the build was cancelled")
                 raise
-            self.manifest.succeed_attempt(attempt_id, row.id, unit.stage, text, time.perf_counter() - started)
+            text = reply.text
+            self.manifest.succeed_attempt(attempt_id, row.id, unit.stage, text, reply.seconds)
             self._streak[backend.name] = 0
             self.stats.succeeded += 1
             group = "captions" if unit.stage.startswith(CAPTION_PREFIX) else "descriptions"

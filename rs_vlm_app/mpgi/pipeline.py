@@ -132,7 +132,7 @@ def complete_images(manifest: Manifest, plan: Plan) -> int:
 
 def _check_image_support(config: BuildConfig, plan: Plan, backends: dict[str, ChatBackend]) -> None:
     uses = [("relay", config.relay.backend, [plan.relay])]
-    if config.perspectives is not None:
+    if config.perspectives is not None and plan.perspectives:
         uses.append(("perspectives", config.perspectives.backend, list(plan.perspectives)))
     uses.append(("integration", config.integration.backend, [plan.integration]))
     for stage, name, prompts in uses:

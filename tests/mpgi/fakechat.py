@@ -48,6 +48,9 @@ class FakeChatServer:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._counter = 0
+        self.delay_s = 0.0  # how long each good reply takes
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.answer_preflight = True  # answer the start-up check outside the script and the rule
 
     # ------------------------------------------------------------------------------ set-up
@@ -160,6 +163,17 @@ class FakeChatServer:
             raise ValueError(f"unknown fault {action!r}")
 
     def _reply(self, handler, body: dict, number: int) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay_s)
+            self._answer(handler, body, number)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(self, handler, body: dict, number: int) -> None:
         if self.upstream is not None:
             request = urllib.request.Request(f"{self.upstream}/chat/completions", data=json.dumps(body).encode(),
                                              headers={"Content-Type": "application/json"})
@@ -176,3 +190,22 @@ class FakeChatServer:
 def _completion(text: str) -> dict[str, Any]:
     return {"id": "fake", "object": "chat.completion", "created": int(time.time()), "model": "fake",
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
+
+
+def main() -> None:
+    """``python -m tests.mpgi.fakechat``: serve instant replies on 127.0.0.1 until killed; prints the base URL."""
+    import sys
+
+    server = FakeChatServer().start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

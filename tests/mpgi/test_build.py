@@ -175,7 +175,7 @@ def test_local_backend_groups_concurrent_requests_into_batches(tiny_llms):
             image = encode(load_rgb(SAMPLES / "naip_2020_5m.tif", max_side=112))
             requests = [ChatRequest("You describe images.", f"Describe image {i}.", image, 20, 0.0) for i in range(5)]
             requests.append(ChatRequest(None, "Just text.", None, 20, 0.0))
-            replies = await asyncio.gather(*(backend.complete(r) for r in requests))
+            replies = [reply.text for reply in await asyncio.gather(*(backend.complete(r) for r in requests))]
         finally:
             await backend.close()
         return replies, backend.batch_sizes

@@ -98,3 +98,13 @@ def test_shard_parsing():
     for text in ("0/4", "a/b", "3", "4/3"):
         with pytest.raises(UserError, match="shard"):
             Shard.parse(text)
+
+
+def test_the_documented_example_config_is_valid():
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "docs" / "examples" / "dataset_build.yaml")
+    assert [s.type for s in config.sources] == ["folder", "coco", "dota"]
+    assert [name for name, _ in config.integration.slots()] == [
+        "short-1", "short-2", "medium-1", "medium-2", "detailed-1", "detailed-2"]
+    assert config.stage_backends() == {"relay": "vlm", "integration": "llm", "perspectives": "vlm"}

@@ -189,3 +189,35 @@ def test_a_georeferenced_image_keeps_its_footprint_and_is_sent_as_rgb(tmp_path, 
         png = Image.open(io.BytesIO(tar.extractfile("000000001.png").read()))
         assert png.size == (934, 723) and png.mode == "RGB"
         assert len(tar.extractfile("000000001.txt").read().decode().splitlines()) == 2
+
+
+def test_concurrency_is_bounded_per_backend(tmp_path, fake_server):
+    fake_server.delay_s = 0.05
+    backend = data.openai_backend(fake_server.base_url, "fake", concurrency=3)
+    config = data.build_config(tmp_path / "out", [{"type": "folder", "root": str(
+        data.class_folders(tmp_path / "AID", {"forest": 10}))}], backend, perspectives=("scene", "objects"))
+    config["integration"]["backend"] = "mllm"  # every stage on one backend of 3 slots
+    from rs_vlm_app.mpgi import BuildConfig
+
+    summary = build_dataset(BuildConfig.from_dict(config))
+    assert summary.requests == 10 * 5
+    assert fake_server.max_in_flight == 3
+
+
+def test_each_stage_on_its_own_endpoint(tmp_path, fake_server):
+    from tests.mpgi.fakechat import FakeChatServer
+
+    with FakeChatServer(responder=lambda body: "A caption from the second server.") as second:
+        config = data.build_config(tmp_path / "out", [{"type": "folder", "root": str(
+            data.class_folders(tmp_path / "AID", {"forest": 2}))}], data.openai_backend(fake_server.base_url, "vl-model"),
+            data.openai_backend(second.base_url, "text-model"))
+        from rs_vlm_app.mpgi import BuildConfig
+
+        build_dataset(BuildConfig.from_dict(config))
+    assert len(fake_server.requests) == 2 * 3 and len(second.requests) == 2 * 2
+    assert {b["model"] for b in fake_server.requests} == {"vl-model"}
+    assert all(has_image(b) for b in fake_server.requests)
+    assert {b["model"] for b in second.requests} == {"text-model"}
+    assert not any(has_image(b) for b in second.requests)
+    captions = query(tmp_path / "out" / "manifest.sqlite", "SELECT DISTINCT text FROM outputs WHERE stage LIKE 'caption:%'")
+    assert captions == [("A caption from the second server.",)]

@@ -28,8 +28,18 @@ class ChatRequest:
     temperature: float = 0.7
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A model's answer and how long the call itself took (not counting waiting for a free slot)."""
+
+    text: str
+    seconds: float
+
+
 class BackendError(Exception):
-    """A failed attempt; ``str(exc)`` is one line for the manifest."""
+    """A failed attempt; ``str(exc)`` is one line for the manifest, ``seconds`` how long the call took."""
+
+    seconds: float | None = None
 
 
 class TransientError(BackendError):
@@ -72,8 +82,8 @@ class ChatBackend(ABC):
         """Connect / load, and check the backend answers; a UserError if it cannot be used."""
 
     @abstractmethod
-    async def complete(self, request: ChatRequest) -> str:
-        """One attempt: the reply's text, cleaned; raises TransientError or PermanentError."""
+    async def complete(self, request: ChatRequest) -> Reply:
+        """One attempt: the reply (text cleaned); raises TransientError or PermanentError."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass

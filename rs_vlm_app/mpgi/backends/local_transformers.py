@@ -11,13 +11,16 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.mpgi.backends import (
+    BackendError,
     ChatBackend,
     ChatRequest,
     PermanentError,
+    Reply,
     TransientError,
     clean_reply,
     one_line,
@@ -96,14 +99,18 @@ class LocalTransformersBackend(ChatBackend):
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def complete(self, request: ChatRequest) -> str:
+    async def complete(self, request: ChatRequest) -> Reply:
         assert self._queue is not None, "start() the backend first"
         if request.image is not None and not self.accepts_images:
             raise PermanentError(f"{self.config.model} is a text-only model; it cannot take the image")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))
-        text = await future
-        return clean_reply(text)
+        text, seconds = await future
+        try:
+            return Reply(clean_reply(text), seconds)
+        except BackendError as exc:
+            exc.seconds = seconds
+            raise
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,17 +134,20 @@ class LocalTransformersBackend(ChatBackend):
                 live = [(r, f) for r, f in group if not f.done()]
                 if not live:
                     continue
+                started = time.perf_counter()
                 try:
                     texts = await loop.run_in_executor(self._executor, self._generate, [r for r, _ in live])
                 except Exception as exc:  # the whole batch failed: each request gets the error
-                    error = _classify(exc)
                     for _, future in live:
                         if not future.done():
+                            error = _classify(exc)
+                            error.seconds = time.perf_counter() - started
                             future.set_exception(error)
                     continue
+                seconds = time.perf_counter() - started
                 for (_, future), text in zip(live, texts, strict=True):
                     if not future.done():
-                        future.set_result(text)
+                        future.set_result((text, seconds))
 
     def _generate(self, requests: list[ChatRequest]) -> list[str]:
         import torch
@@ -176,7 +186,7 @@ class LocalTransformersBackend(ChatBackend):
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
-def _classify(exc: Exception) -> Exception:
+def _classify(exc: Exception) -> BackendError:
     text = one_line(exc)
     if "out of memory" in text.lower():
         return TransientError(f"out of memory: {text}")

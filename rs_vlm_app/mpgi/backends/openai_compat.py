@@ -16,9 +16,11 @@ from typing import Any
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.mpgi.backends import (
+    BackendError,
     ChatBackend,
     ChatRequest,
     PermanentError,
+    Reply,
     TransientError,
     clean_reply,
     one_line,
@@ -107,23 +109,36 @@ class OpenAICompatBackend(ChatBackend):
         body.update(self.config.extra_body)
         return body
 
-    async def complete(self, request: ChatRequest) -> str:
-        import httpx2
-
+    async def complete(self, request: ChatRequest) -> Reply:
         assert self._client is not None and self._slots is not None, "start() the backend first"
         body = self.body(request)
         async with self._slots:
+            started = time.perf_counter()
             try:
-                response = await self._client.post(self.url, json=body)
-            except httpx2.TimeoutException:
-                raise TransientError(f"no reply within {self.config.timeout_s:g} s (timeout)") from None
-            except (httpx2.ConnectError, httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
-                unreachable = isinstance(exc, httpx2.ConnectError)
-                raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}",
-                                     unreachable=unreachable) from None
-            except httpx2.TransportError as exc:
-                raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}") from None
-        return parse_response(response.status_code, response.headers, response.content)
+                response = await self._post(body)
+            except BackendError as exc:
+                exc.seconds = time.perf_counter() - started
+                raise
+            seconds = time.perf_counter() - started
+        try:
+            return Reply(parse_response(response.status_code, response.headers, response.content), seconds)
+        except BackendError as exc:
+            exc.seconds = seconds
+            raise
+
+    async def _post(self, body: dict[str, Any]):
+        import httpx2
+
+        try:
+            return await self._client.post(self.url, json=body)
+        except httpx2.TimeoutException:
+            raise TransientError(f"no reply within {self.config.timeout_s:g} s (timeout)") from None
+        except (httpx2.ConnectError, httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
+            unreachable = isinstance(exc, httpx2.ConnectError)
+            raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}",
+                                 unreachable=unreachable) from None
+        except httpx2.TransportError as exc:
+            raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}") from None
 
 
 def parse_response(status: int, headers, content: bytes) -> str:
