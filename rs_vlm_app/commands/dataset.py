@@ -100,8 +100,9 @@ def run_build(args: argparse.Namespace) -> int:
     reporter = ConsoleReporter()
     reporter.install_signal_handler()
     summary = build_dataset(config, reporter=reporter)
+    failed = summary.failed_units
     print(f"{summary.output}: {summary.complete_images}/{summary.images} images complete, {summary.captions} captions "
-          f"({_verdicts(summary.verdicts)}); {summary.failed_units} failed units this run")
+          f"({_verdicts(summary.verdicts)}); {failed} failed unit{'' if failed == 1 else 's'} this run")
     return 0 if summary.status == "completed" else 1
 
 

@@ -31,7 +31,7 @@ class ClipScorer:
 
             request = ModelRequest(name=self.config.name, checkpoint=self.config.checkpoint, arch=self.config.arch,
                                    model_config=self.config.model_config)
-            self._encoder = ClipEncoder(load_model(request, expect_family="clip"))
+            self._encoder = ClipEncoder(load_model(request, device=self.config.device, expect_family="clip"))
         return self._encoder
 
     def __call__(self, items: list[tuple[ImageRecord, str]]) -> list[float | None]:

@@ -179,7 +179,7 @@ class ClipFilter:
     model_config: Path | None = None
     min_score: float = 0.2
     action: Action = "drop"
-    device: str = "cpu"
+    device: str = "auto"
     batch_size: int = 32
 
 

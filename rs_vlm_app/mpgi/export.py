@@ -69,6 +69,7 @@ def export_dataset(target: Path, fmt: str, *, output: Path | None = None, includ
     manifest_path = main_manifest(target)
     folder = manifest_path.parent
     output = output or folder / "export" / DEFAULT_NAMES[fmt]
+    _check_output(output, fmt)
     reporter = reporter or NullReporter()
     with Manifest(manifest_path, readonly=True) as manifest:
         summary = ExportSummary(fmt, str(output))
@@ -87,6 +88,19 @@ def export_dataset(target: Path, fmt: str, *, output: Path | None = None, includ
         log.warning("%d captions have not been through the quality checks yet and were left out; run the build "
                     "again to finish it", summary.unchecked_captions)
     return summary
+
+
+def _check_output(output: Path, fmt: str) -> None:
+    """Never replace something that is not an earlier export of the same kind."""
+    if fmt == "wds":
+        if output.is_file():
+            raise UserError("is a file; a WebDataset export is a folder of tar shards", path=output)
+        if output.is_dir():
+            strangers = [p.name for p in output.iterdir() if not (p.name.startswith("shard-") and p.suffix == ".tar")]
+            if strangers:
+                raise UserError(f"exists and holds other files ({strangers[0]}, ...); choose another --output", path=output)
+    elif output.is_dir():
+        raise UserError("is a folder; give a file name for the export", path=output)
 
 
 def _rows(manifest: Manifest, order: dict[str, int], accepted: set[str] | None,

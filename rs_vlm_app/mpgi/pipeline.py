@@ -73,6 +73,9 @@ def build_dataset(config: BuildConfig, *, reporter: Reporter | None = None) -> B
         except UserError as exc:
             manifest.finish_run(run_id, "failed", str(exc))
             raise
+        except KeyboardInterrupt:
+            manifest.finish_run(run_id, "interrupted", "interrupted (Ctrl-C)")
+            raise
         except BaseException as exc:
             manifest.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
@@ -116,8 +119,8 @@ async def _build(config: BuildConfig, plan: Plan, manifest: Manifest, run_id: in
     del quality
     summary.status = "completed" if summary.complete_images == summary.images else "incomplete"
     reporter.log(f"{summary.complete_images} of {summary.images} images have all {len(plan.slots)} captions"
-                 + (f"; {summary.failed_units} units failed this run (rsvlm dataset status lists them)"
-                    if summary.failed_units else ""))
+                 + (f"; {summary.failed_units} unit{'' if summary.failed_units == 1 else 's'} failed this run "
+                    "(rsvlm dataset status lists them)" if summary.failed_units else ""))
     return summary
 
 

@@ -125,3 +125,26 @@ def test_near_duplicates_within_an_image(tmp_path, fake_server):
     reasons = query(tmp_path / "out" / "manifest.sqlite", "SELECT reasons FROM outputs WHERE verdict = 'flag'")[0][0]
     assert json.loads(reasons) == [{"check": "near_duplicate", "action": "flag",
                                     "detail": "88% word overlap with this image's caption:short"}]
+
+
+def test_exports_never_replace_unrelated_files(tmp_path, fake_server):
+    import pytest
+
+    from rs_vlm_app.errors import UserError
+
+    config = quality_dataset(tmp_path, fake_server)
+    build_dataset(config)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="exists and holds other files"):
+        export_dataset(config.output, "wds", output=precious)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    with pytest.raises(UserError, match="is a folder; give a file name"):
+        export_dataset(config.output, "csv", output=precious)
+    first = export_dataset(config.output, "wds", output=tmp_path / "wds", samples_per_shard=1)
+    again = export_dataset(config.output, "wds", output=tmp_path / "wds", samples_per_shard=2)  # replaces its own
+    assert (first.files, again.files) == (3, 2)
+    assert sorted(p.name for p in (tmp_path / "wds").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
