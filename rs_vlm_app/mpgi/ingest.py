@@ -149,7 +149,12 @@ def measure(item: SourceItem, table: MetadataTable | None = None) -> tuple[Image
         xs = [p[0] for p in raw.points]
         ys = [p[1] for p in raw.points]
         x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-        area = _polygon_area(raw.points) if len(raw.points) > 2 else (x1 - x0) * (y1 - y0)
+        if raw.area is not None:
+            area = raw.area
+        elif len(raw.points) > 2:
+            area = _polygon_area(raw.points)
+        else:
+            area = (x1 - x0) * (y1 - y0)
         where = f"{origin}, {raw.where}"
         extent = f"({x0:g}, {y0:g})-({x1:g}, {y1:g})"
         if x1 <= x0 or y1 <= y0 or area <= 0:

@@ -39,7 +39,8 @@ class RawBox:
 
     label: str
     points: tuple[tuple[float, float], ...]  # 2 corners (plain box) or a polygon (oriented box)
-    where: str  # "P0001.txt line 7", "annotation id 12": for messages
+    where: str  # "line 7", "annotation 12": for messages
+    area: float | None = None  # the object's own area when the annotation gives it (a mask's, in COCO)
 
 
 @dataclass

@@ -46,6 +46,7 @@ def test_coco_boxes_and_bad_references(tmp_path):
         {"file_name": "b.png", "size": (100, 80), "boxes": []},
     ], {1: "storage-tank", 2: "airplane"})
     raw = json.loads(path.read_text())
+    raw["annotations"][0]["area"] = 150.0  # a mask covering part of its 20 x 10 box
     raw["annotations"].append({"id": 99, "image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1]})
     raw["annotations"].append({"id": 100, "image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1]})
     path.write_text(json.dumps(raw))
@@ -55,6 +56,8 @@ def test_coco_boxes_and_bad_references(tmp_path):
     assert [(b.label, b.points) for b in a.boxes] == [("storage tank", ((10, 10), (30, 20))),
                                                       ("airplane", ((50, 40), (60, 50)))]
     assert items[1].boxes == []
+    record, _ = measure(a)
+    assert [b.area for b in record.objects] == [150.0, 100.0]  # the mask's area where COCO gives one
     assert [i.message for i in issues] == [
         f"{path}: annotation 99 refers to image id 42, which 'images' does not list; skipped",
         f"{path}: annotation 100 has category id 7, which 'categories' does not list; skipped",

@@ -62,7 +62,9 @@ def iter_coco(source: CocoSource, name: str) -> Iterator[SourceItem | SourceIssu
         except (TypeError, ValueError):
             yield SourceIssue(name, where, f"{path}: {where} has no usable 'bbox' [x, y, width, height] (got {bbox!r}); skipped")
             continue
-        boxes[image_id].append(RawBox(label, ((x, y), (x + w, y + h)), where))
+        area = ann.get("area")
+        area = float(area) if isinstance(area, int | float) and 0 < area <= w * h else None
+        boxes[image_id].append(RawBox(label, ((x, y), (x + w, y + h)), where, area))
     del data
     for image_id, image in images.items():
         file_name = str(image["file_name"])
