@@ -269,10 +269,10 @@ class TransformersServe:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout_s: float = 120.0) -> TransformersServe:
+    def start(self, timeout_s: float = 180.0) -> TransformersServe:
         (self.hf_home / "hub").mkdir(parents=True, exist_ok=True)  # GET /v1/models needs the cache folder
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(self.hf_home),
-               "TOKENIZERS_PARALLELISM": "false"}
+               "HF_HUB_CACHE": str(self.hf_home / "hub"), "TOKENIZERS_PARALLELISM": "false"}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the server runs
         self.process = subprocess.Popen(
             [*serve_executable(), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu", *self.extra_args],
@@ -296,7 +296,7 @@ class TransformersServe:
         body = {"model": str(model), "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
         request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())["choices"][0]["message"]["content"]
 
     def stop(self) -> None:
