@@ -2,8 +2,8 @@
 
 Bad input never stops the build: a missing or unreadable image is skipped, a box outside its image
 is ignored (or clipped when it only overhangs), each with one line in the manifest's ``issues``
-that ``rsvlm dataset status`` lists. Ingest is resumable: images already in the manifest are not
-read again, and a finished ingest is skipped while the sources stay the same.
+that ``rsvlm dataset status`` lists. Every build rescans the sources: images already in the manifest
+are not read again, while images added to the sources, or fixed since the last build, join in.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class IngestSummary:
     known: int = 0
     skipped: int = 0
     warnings: int = 0
-    reused: bool = False
 
 
 def in_shard(key: str, shard: Shard | None) -> bool:
@@ -57,12 +56,9 @@ def sources_fingerprint(config: BuildConfig) -> str:
 def ingest(config: BuildConfig, manifest: Manifest, reporter: Reporter | None = None) -> IngestSummary:
     """Add every image of the configured sources (this shard's share) to the manifest."""
     reporter = reporter or NullReporter()
-    fingerprint = sources_fingerprint(config)
     summary = IngestSummary()
-    if manifest.get_meta("ingest_done") == fingerprint:
-        summary.reused = True
-        summary.known = manifest.image_count([source_name(s) for s in config.sources])
-        return summary
+    # skipped items are looked at again (the user may have fixed them); those still bad are found again
+    manifest.db.execute("DELETE FROM issues WHERE stage = 'ingest' AND severity = 'error'")
     logged = 0
 
     def report(issue: SourceIssue) -> None:
@@ -122,7 +118,7 @@ def ingest(config: BuildConfig, manifest: Manifest, reporter: Reporter | None = 
     if logged > MAX_LOGGED_ISSUES:
         log.warning("%d more input problems; `rsvlm dataset status %s` lists them all",
                     logged - MAX_LOGGED_ISSUES, config.output)
-    manifest.set_meta("ingest_done", fingerprint)
+    manifest.set_meta("ingest_done", sources_fingerprint(config))
     return summary
 
 

@@ -221,3 +221,23 @@ def test_each_stage_on_its_own_endpoint(tmp_path, fake_server):
     assert not any(has_image(b) for b in second.requests)
     captions = query(tmp_path / "out" / "manifest.sqlite", "SELECT DISTINCT text FROM outputs WHERE stage LIKE 'caption:%'")
     assert captions == [("A caption from the second server.",)]
+
+
+def test_a_fixed_or_added_image_joins_the_next_build(tmp_path, fake_server):
+    coco = data.coco_dataset(tmp_path / "dior", [
+        {"file_name": "a.png", "size": (60, 40), "boxes": [(1, 5, 5, 10, 10)]},
+        {"file_name": "late.png", "size": (60, 40), "boxes": [(1, 5, 5, 10, 10)], "make": False},
+    ], {1: "ship"})
+    config = data.build_config(tmp_path / "out", [
+        {"type": "coco", "name": "dior", "annotations": str(coco), "images": str(tmp_path / "dior" / "images")}],
+        data.openai_backend(fake_server.base_url, "fake"), perspectives=())
+    from rs_vlm_app.mpgi import BuildConfig
+
+    config = BuildConfig.from_dict(config)
+    first = build_dataset(config)
+    assert (first.images, first.inputs_skipped) == (1, 1)
+    assert query(config.manifest_path, "SELECT severity FROM issues") == [("error",)]
+    data.make_image(tmp_path / "dior" / "images" / "late.png", (60, 40))
+    second = build_dataset(config)
+    assert (second.images, second.images_added, second.inputs_skipped, second.status) == (2, 1, 0, "completed")
+    assert query(config.manifest_path, "SELECT COUNT(*) FROM issues")[0][0] == 0
