@@ -183,3 +183,24 @@ def test_local_backend_groups_concurrent_requests_into_batches(tiny_llms):
     replies, sizes = asyncio.run(run())
     assert replies == [tinyllm.VISION_REPLY] * 6
     assert sorted(sizes) == [1, 2, 3]  # 3 + 2 image requests, the text one apart (other settings)
+
+
+def test_faults_injected_in_front_of_the_real_server_are_retried(tmp_path, serve, tiny_llms):
+    from tests.mpgi.fakechat import FakeChatServer
+
+    with FakeChatServer(upstream=serve.base_url) as proxy:
+        proxy.script(("status", 502), "garbage", ("status", 429, 0), "drop")
+        config_dict = real_config(tmp_path, serve, tiny_llms, [{"type": "folder", "root": str(
+            data.class_folders(tmp_path / "AID", {"forest": 2}))}], perspectives=("scene",))
+        for backend in config_dict["backends"].values():
+            backend.update(base_url=proxy.base_url, retries=3)
+        summary = build_dataset(BuildConfig.from_dict(config_dict))
+    assert summary.status == "completed" and summary.retried == 4
+    manifest = tmp_path / "out" / "manifest.sqlite"
+    errors = [e for (e,) in query(manifest, "SELECT error FROM attempts WHERE status = 'error' ORDER BY id")]
+    assert sorted(e.split(":")[0] for e in errors) == sorted(
+        ["HTTP 502", "malformed reply (not JSON)", "HTTP 429", "connection failed"])  # arrival order may vary
+    done = outputs(manifest)
+    assert {t for (_, s), t in done.items() if s.startswith("caption")} == {tinyllm.TEXT_REPLY}
+    assert {t for (_, s), t in done.items() if s in ("relay", "perspective:scene")} == {tinyllm.VISION_REPLY}
+    assert set(ok_attempts_per_unit(manifest).values()) == {1}
