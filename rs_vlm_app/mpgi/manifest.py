@@ -18,7 +18,6 @@ Tables
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -308,14 +307,3 @@ def _image_row(row) -> ImageRow:
                          json.loads(footprint) if footprint else None)
     return ImageRow(image_id, record, json.loads(facts))
 
-
-def fsync_dir(path: Path) -> None:
-    """Flush a folder entry to disk (after renaming a finished file into it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

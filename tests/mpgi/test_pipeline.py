@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import shutil
 
@@ -109,8 +110,9 @@ def test_one_build_per_manifest_at_a_time(tmp_path):
 
 
 def test_shards_build_separately_and_merge(tmp_path, fake_server):
+    counter = itertools.count()  # next() is atomic: every other reply is unique
     fake_server.responder = lambda body: ("The same short caption." if "Write one short" in user_text(body)
-                                          else f"Unique text {len(fake_server.requests)}.")
+                                          else f"Unique text {next(counter)}.")
     config = folder_config(tmp_path, fake_server.base_url, images=12, perspectives=(),
                            quality={"duplicates": "drop", "length": "off"})
     for i in (1, 2, 3):
