@@ -108,6 +108,12 @@ def test_quality_verdicts_reach_the_manifest_the_status_and_the_exports(tmp_path
         CAPTIONS[("a.png", "short")], CAPTIONS[("b.png", "long")], CAPTIONS[("c.png", "long")]]
     export_dataset(config.output, "csv", include_flagged=False, output=tmp_path / "strict.csv")
     assert len((tmp_path / "strict.csv").read_text().splitlines()) == 1 + 2
+    tsv = rsvlm("dataset", "export", str(config.output), "--format", "csv", "--output", str(tmp_path / "rel.tsv"),
+                "--relative-to", str(tmp_path), "--csv-separator", "tab", "--exclude-flagged")
+    assert tsv.returncode == 0, tsv.stderr
+    assert tsv.stdout.strip() == f"{tmp_path / 'rel.tsv'}: 2 captions of 2 images"
+    assert (tmp_path / "rel.tsv").read_text().splitlines()[:2] == [
+        "filepath\tcaption", f"dior/images/a.png\t{CAPTIONS[('a.png', 'short')]}"]
     export_dataset(config.output, "jsonl")
     lines = [json.loads(x) for x in (config.output / "export" / "captions.jsonl").read_text().splitlines()]
     a = lines[0]["captions"]
