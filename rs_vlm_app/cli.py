@@ -19,6 +19,7 @@ from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserEr
 COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.models",
     "rs_vlm_app.commands.train",
+    "rs_vlm_app.commands.dataset",
 )
 
 
