@@ -52,6 +52,11 @@ def build_model(config_path: Path, seed: int = 0, quick_gelu: bool = False):
     open_clip.add_model_config(config_path)
     torch.manual_seed(seed)
     model = open_clip.create_model(config_path.stem, pretrained=None, force_quick_gelu=quick_gelu)
+    decoder = getattr(model, "text_decoder", None)
+    if decoder is not None and decoder.text_projection is not None:
+        # open_clip never initialises a CoCa decoder's text_projection (torch.empty; open_clip PR #551,
+        # unmerged): without this its values are whatever memory held, so "random" CoCas differ run to run.
+        torch.nn.init.normal_(decoder.text_projection, std=decoder.width**-0.5)
     model.eval()
     return model
 
