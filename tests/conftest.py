@@ -10,7 +10,18 @@ import pytest
 from tests import tinymodels
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("RSVLM_SHARED", REPO.parent / "shared"))
+
+def _find_shared() -> Path:
+    """../shared beside the checkout (also from a git worktree one level deeper); RSVLM_SHARED overrides."""
+    if os.environ.get("RSVLM_SHARED"):
+        return Path(os.environ["RSVLM_SHARED"])
+    for base in (REPO.parent, REPO.parent.parent):
+        if (base / "shared" / "samples").is_dir():
+            return base / "shared"
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
 SAMPLES = SHARED / "samples"
 SELO = SHARED / "selo"
 

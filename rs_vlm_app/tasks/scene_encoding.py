@@ -80,13 +80,15 @@ def encode_scene(
         "model": encoder.fingerprint,
         "tiles": preprocessing.name,
         "min_valid": min_valid,
+        "read_order": "rows",  # resume positions count windows in this order
     }
     entry = cache.begin(key, windows, encoder.embed_dim, meta)
     if entry.done:
         reporter.log(f"resuming tile encoding at {entry.done} of {len(windows)} tiles")
+    # "rows" order reads every pixel once for all scales; the cache entry does not depend on order.
     reader = BlockReader(
         source, windows, batch_size=encoder.batch_size, tile_transform=preprocessing.transform,
-        min_valid=min_valid, start=entry.done,
+        min_valid=min_valid, start=entry.done, order="rows",
     )
     last_checkpoint = time.monotonic()
     total = len(windows)
@@ -96,7 +98,7 @@ def encode_scene(
         for batch in reader:
             check_cancelled(reporter)
             entry.record(batch.indexes, encoder.encode_images(batch.tiles))
-            done = int(batch.indexes.max()) + 1
+            done = batch.next_start
             reporter.progress("encode tiles", done, total)
             if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
                 entry.checkpoint(done)
