@@ -102,7 +102,6 @@ class CachedStepper:
     """
 
     def __init__(self, model, image_embs, group: int, max_positions: int):
-        import torch
         import torch.nn.functional as F
 
         self._F = F
@@ -111,14 +110,11 @@ class CachedStepper:
         self.group = group
         self.dtype = self.text.transformer.get_cast_dtype()
         image_embs = image_embs.to(self.dtype)
-        n_images, device = image_embs.shape[0], image_embs.device
-        self.self_blocks = [*self.text.transformer.resblocks, *self.decoder.resblocks]
-        self.keys, self.values = [], []
-        for block in self.self_blocks:
-            heads, head_dim = _heads(block)
-            shape = (n_images * group, heads, max_positions, head_dim)
-            self.keys.append(torch.empty(shape, dtype=self.dtype, device=device))
-            self.values.append(torch.empty(shape, dtype=self.dtype, device=device))
+        self.max_positions = max_positions
+        n_layers = len(self.text.transformer.resblocks) + len(self.decoder.resblocks)
+        # allocated at the first step, in the dtype the projections produce (autocast may lower it)
+        self.keys: list = [None] * n_layers
+        self.values: list = [None] * n_layers
         self.cross_kv = []
         for block in self.decoder.cross_attn:
             attn = block.attn
@@ -148,8 +144,9 @@ class CachedStepper:
     def select(self, rows) -> None:
         """Keep and reorder rows (beam reordering, finished rows dropped); groups stay together."""
         for i in range(len(self.keys)):
-            self.keys[i] = self.keys[i].index_select(0, rows)
-            self.values[i] = self.values[i].index_select(0, rows)
+            if self.keys[i] is not None:
+                self.keys[i] = self.keys[i].index_select(0, rows)
+                self.values[i] = self.values[i].index_select(0, rows)
         images = rows[:: self.group] // self.group
         self.cross_kv = [(k.index_select(0, images), v.index_select(0, images)) for k, v in self.cross_kv]
 
@@ -159,6 +156,10 @@ class CachedStepper:
         heads, head_dim = _heads(block)
         rows = x.shape[0]
         q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        if self.keys[layer] is None:
+            shape = (rows, heads, self.max_positions, head_dim)
+            self.keys[layer] = k.new_empty(shape)
+            self.values[layer] = v.new_empty(shape)
         self.keys[layer][:, :, position] = k.reshape(rows, heads, head_dim)
         self.values[layer][:, :, position] = v.reshape(rows, heads, head_dim)
         q = q.reshape(rows, 1, heads, head_dim).transpose(1, 2)
