@@ -17,6 +17,7 @@ from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserEr
 
 #: Each module defines ``register(tree: CommandTree) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "rs_vlm_app.commands.caption",
 )
 
 

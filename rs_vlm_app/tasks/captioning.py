@@ -24,6 +24,7 @@ from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
 from rs_vlm_app.tasks.caption_store import CaptionStore, captions_cache_dir
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, cache_key
 from rs_vlm_app.tasks.options import check_bands, check_fraction, parse_grid
+from rs_vlm_app.tasks.scene_encoding import TilePreprocessing
 
 LAYER = "captions"
 DEFAULT_GRID = "256"
@@ -85,6 +86,14 @@ class CaptionResult:
     crs: str | None = None
     model: str = ""
     options: dict = field(default_factory=dict)
+
+
+def fast_preprocessing(encoder) -> TilePreprocessing:
+    """The default ("fast") tile preprocessing of the scene encoding, as `rsvlm localize` uses it, so
+    every command shares one embedding cache entry per scene x model x grid."""
+    from rs_vlm_app.models.preprocess import fast_tile_transform
+
+    return TilePreprocessing("fast", fast_tile_transform(encoder.image_size))
 
 
 def check_output_file(out: Path, suffix: str = ".gpkg") -> None:
@@ -176,10 +185,9 @@ def _caption_remaining(source, windows, captioner, decoding, store, options, tra
 
 def _clip_scores(source, options, clip, stored, reporter, cache) -> np.ndarray:
     """Cosine between each captioned tile's CLIP embedding and its caption's CLIP text embedding."""
-    from rs_vlm_app.tasks.localize import tile_preprocessing
     from rs_vlm_app.tasks.scene_encoding import encode_scene
 
-    embeddings, _ = encode_scene(source, options.grid_spec, clip, tile_preprocessing(clip, None),
+    embeddings, _ = encode_scene(source, options.grid_spec, clip, fast_preprocessing(clip),
                                  min_valid=options.min_valid, cache=cache, reporter=reporter)
     scores = np.full(len(stored.windows), np.nan)
     unique = sorted({t for t in stored.texts if t.strip()})
