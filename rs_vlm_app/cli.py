@@ -18,6 +18,8 @@ from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserEr
 #: Each module defines ``register(tree: CommandTree) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.caption",
+    "rs_vlm_app.commands.classify",
+    "rs_vlm_app.commands.search",
 )
 
 
