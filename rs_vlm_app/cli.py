@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.caption",
     "rs_vlm_app.commands.classify",
     "rs_vlm_app.commands.search",
+    "rs_vlm_app.commands.evaluate_models",
 )
 
 

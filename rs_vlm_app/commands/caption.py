@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     caption_options = CaptionOptions(
         grid=args.grid, decoding=args.decoding, beams=args.beams, max_len=args.max_len, min_len=args.min_len,
         length_penalty=args.length_penalty, bands=args.bands, min_valid=args.min_valid)
-    check_output_file(args.out)
     check_model_requests(args, family="coca", clip=True)
     with open_raster(args.scene, bands=args.bands):
         pass  # a bad raster or band list fails here, before the models load
+    check_output_file(args.out)
     captioner = load_captioner(args)
     clip_request = clip_request_from_args(args)
     clip = load_clip_encoder(args, clip_request) if clip_request is not None else None

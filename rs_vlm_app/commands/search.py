@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
     scenes, query = split_inputs(args.inputs)
     search_options = SearchOptions(top_k=args.top_k, grid=args.grid, bands=args.bands, min_valid=args.min_valid,
                                    crs=args.crs, contact_sheet=not args.no_sheet, columns=args.columns)
-    check_output_file(args.out)
     check_model_requests(args, family="clip")
     for scene in scenes:
         with open_raster(scene, bands=args.bands):
             pass  # a bad raster fails here, before the model loads
+    check_output_file(args.out)
     encoder = load_clip_encoder(args)
     result = search_scenes(scenes, query, args.out, encoder, search_options, reporter=ConsoleReporter())
     print(f"{query!r}: {len(result.hits)} best tiles of {len(scenes)} scene(s) ({result.encoded_now} encoded now, "
