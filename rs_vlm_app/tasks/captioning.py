@@ -170,16 +170,18 @@ def _caption_remaining(source, windows, captioner, decoding, store, options, tra
         reporter.log(f"resuming captioning at tile {start} of {total} ({len(store)} captions kept)")
     reader = BlockReader(source, windows, batch_size=captioner.batch_size, tile_transform=transform,
                          min_valid=options.min_valid, start=start, order="rows", reporter=reporter)
-    decoded = 0
+    decoded, reported = 0, start
     reporter.progress("caption tiles", start, total)
     for batch in reader:
         check_cancelled(reporter)
         captions = captioner.caption_tiles(batch.tiles, decoding)
         store.record(batch.indexes, captions, batch.next_start)
         decoded += len(captions)
-        reporter.progress("caption tiles", batch.next_start, total)
+        reported = batch.next_start
+        reporter.progress("caption tiles", reported, total)
     store.mark_complete()
-    reporter.progress("caption tiles", total, total)
+    if reported < total:  # the last windows were skipped as nodata
+        reporter.progress("caption tiles", total, total)
     return decoded
 
 

@@ -114,14 +114,15 @@ def rank_tiles(scenes: list[SceneEmbeddings], text_embedding: np.ndarray, k: int
     text = np.asarray(text_embedding, dtype=np.float32).reshape(-1)
     candidates: list[tuple[float, int, int]] = []
     for s, scene in enumerate(scenes):
-        index = np.flatnonzero(scene.encoded)
-        if not len(index):
+        n_encoded = int(np.count_nonzero(scene.encoded))
+        if not n_encoded:
             continue
-        scores = np.asarray(scene.embeddings[index] @ text, dtype=np.float64) if len(index) < len(scene.encoded) \
-            else np.asarray(scene.embeddings @ text, dtype=np.float64)
-        take = min(k, len(scores))
+        # straight over the memory-mapped rows (no copy); tiles never encoded are zero rows: masked out
+        scores = np.asarray(scene.embeddings @ text, dtype=np.float32)
+        scores[~scene.encoded] = -np.inf
+        take = min(k, n_encoded)
         best = np.argpartition(-scores, take - 1)[:take]
-        candidates.extend((float(scores[b]), s, int(index[b])) for b in best)
+        candidates.extend((float(scores[b]), s, int(b)) for b in best)
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     return [Hit(rank, score, s, tuple(int(v) for v in scenes[s].windows[w])) for rank, (score, s, w)
             in enumerate(candidates[:k], start=1)]
