@@ -120,11 +120,6 @@ def load_templates(spec: str | Path | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(templates))
 
 
-def prompts_for(classes: ClassList, templates: tuple[str, ...]) -> list[str]:
-    """All prompts, class-major (class 0 with every template, then class 1, ...)."""
-    return [template.replace("{}", name) for name in classes.prompt_names for template in templates]
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
