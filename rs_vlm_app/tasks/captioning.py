@@ -139,8 +139,9 @@ def caption_scene(
         key = cache_key(scene=source.fingerprint(), model=captioner.fingerprint,
                         preprocess=captioner.preprocess_key(), windows=windows, min_valid=options.min_valid,
                         decoding=decoding.key())
-        meta = {"scene": str(Path(scene).resolve()), "model": captioner.fingerprint, "grid": options.grid,
-                "decoding": decoding.key(), "read_order": "rows"}
+        # the key covers the scene's content, not its path: a copy of the scene shares the checkpoint
+        meta = {"model": captioner.fingerprint, "grid": options.grid, "decoding": decoding.key(),
+                "read_order": "rows"}
         decoded_now = 0
         with CaptionStore((store_dir or captions_cache_dir()) / f"{key}.sqlite", meta, len(windows)) as store:
             if not store.complete:
