@@ -20,6 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.models",
     "rs_vlm_app.commands.train",
     "rs_vlm_app.commands.dataset",
+    "rs_vlm_app.commands.caption",
+    "rs_vlm_app.commands.classify",
+    "rs_vlm_app.commands.search",
+    "rs_vlm_app.commands.evaluate_models",
 )
 
 

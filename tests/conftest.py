@@ -58,3 +58,11 @@ def tiny_coca(tmp_path_factory):
     model = tinymodels.build_model(config, seed=0)
     checkpoint = tinymodels.save_checkpoint(model, folder / "tiny_coca.pt", "state_dict")
     return {"config": config, "checkpoint": checkpoint, "model": model}
+
+
+@pytest.fixture(scope="session")
+def taught_coca(tmp_path_factory):
+    """A tiny CoCa taught to caption every image with one fixed sentence (tests/taught_coca.py)."""
+    from tests.taught_coca import teach_coca
+
+    return teach_coca(tmp_path_factory.mktemp("taught-coca"))
