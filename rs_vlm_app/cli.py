@@ -17,6 +17,17 @@ from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserEr
 
 #: Each module defines ``register(tree: CommandTree) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "rs_vlm_app.commands.models",
+    "rs_vlm_app.commands.localize",
+    "rs_vlm_app.commands.evaluate",
+    "rs_vlm_app.commands.train",
+    "rs_vlm_app.commands.dataset",
+    "rs_vlm_app.commands.caption",
+    "rs_vlm_app.commands.classify",
+    "rs_vlm_app.commands.search",
+    "rs_vlm_app.commands.evaluate_models",
+    "rs_vlm_app.commands.worker",
+    "rs_vlm_app.commands.gui",
     "rs_vlm_app.commands.qgis",
 )
 

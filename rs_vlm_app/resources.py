@@ -11,7 +11,7 @@ def resources_dir() -> Path:
     """The resources/ folder: inside the installed package, or at the top of a source checkout."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "resources", here.parent / "resources"):
-        if (candidate / "models.toml").is_file():
+        if (candidate / "models.toml").is_file() or (candidate / "prompts").is_dir():
             return candidate
     raise FileNotFoundError(f"rs-vlm resources not found beside {here}; reinstall the package")
 

@@ -34,9 +34,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own rs-vlm cache (models, embeddings), never the user's."""
+    """Every test gets its own rs-vlm cache (models, embeddings) and Hugging Face hub cache, never the user's."""
     cache = tmp_path_factory.mktemp("rsvlm-cache")
     monkeypatch.setenv("RSVLM_CACHE_DIR", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub-cache")))
     return cache
 
 
@@ -58,6 +59,14 @@ def tiny_coca(tmp_path_factory):
     model = tinymodels.build_model(config, seed=0)
     checkpoint = tinymodels.save_checkpoint(model, folder / "tiny_coca.pt", "state_dict")
     return {"config": config, "checkpoint": checkpoint, "model": model}
+
+
+@pytest.fixture(scope="session")
+def taught_coca(tmp_path_factory):
+    """A tiny CoCa taught to caption every image with one fixed sentence (tests/taught_coca.py)."""
+    from tests.taught_coca import teach_coca
+
+    return teach_coca(tmp_path_factory.mktemp("taught-coca"))
 
 
 # tests/qgis/ run inside QGIS's own Python (scripts/test.sh runs them with .venv-qgis); the

@@ -34,6 +34,8 @@ TINY_COCA_CONFIG = {
 
 #: checkpoint layouts seen in released files
 FORMATS = ("state_dict", "training", "module", "safetensors")
+#: further layouts the loader accepts: {"model": ...} wrappers and torch.compile's "_orig_mod." prefix
+EXTRA_FORMATS = ("model", "compiled")
 
 
 def write_config(folder: Path, name: str, config: dict) -> Path:
@@ -52,8 +54,25 @@ def build_model(config_path: Path, seed: int = 0, quick_gelu: bool = False):
     open_clip.add_model_config(config_path)
     torch.manual_seed(seed)
     model = open_clip.create_model(config_path.stem, pretrained=None, force_quick_gelu=quick_gelu)
+    init_uninitialized(model)
     model.eval()
     return model
+
+
+def init_uninitialized(model) -> None:
+    """Give open_clip 3.3.0's CoCa decoder projection real values (seeded by the caller's torch seed).
+
+    open_clip creates ``text_decoder.text_projection`` with torch.empty and never initialises it
+    (MultimodalTransformer.init_parameters is not called), so a random CoCa holds whatever was in
+    memory: different on every run, sometimes NaN.
+    """
+    import torch
+
+    decoder = getattr(model, "text_decoder", None)
+    projection = getattr(decoder, "text_projection", None)
+    if projection is not None:
+        with torch.no_grad():
+            torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
 
 
 def save_checkpoint(model, path: Path, fmt: str = "state_dict") -> Path:
@@ -62,7 +81,9 @@ def save_checkpoint(model, path: Path, fmt: str = "state_dict") -> Path:
     state_dict: a plain state_dict (.pt), as GeoRSCLIP and RemoteCLIP ship;
     training:   {"epoch", "state_dict"} as open_clip's training script writes;
     module:     like training, with DDP's "module." prefix on every key;
-    safetensors: a .safetensors file, as open_clip's hub exports.
+    safetensors: a .safetensors file, as open_clip's hub exports;
+    model:      {"model": state_dict}, as some training frameworks write;
+    compiled:   a state_dict of a torch.compile'd model (keys prefixed "_orig_mod.").
     """
     import torch
 
@@ -74,6 +95,10 @@ def save_checkpoint(model, path: Path, fmt: str = "state_dict") -> Path:
         torch.save({"epoch": 3, "name": "tiny", "state_dict": state}, path)
     elif fmt == "module":
         torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    elif fmt == "model":
+        torch.save({"model": state, "step": 10}, path)
+    elif fmt == "compiled":
+        torch.save({f"_orig_mod.{k}": v for k, v in state.items()}, path)
     elif fmt == "safetensors":
         from safetensors.torch import save_file
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rs_vlm_app.commands import options
+from rs_vlm_app.commands.jobrun import add_json_option
 
 
 def register(tree) -> None:
@@ -22,19 +23,20 @@ def register(tree) -> None:
     options.add_device_options(parser)
     parser.add_argument("--grid", type=options.grid_spec, default=None, metavar="GRID",
                         help="tile grid (default: selo = windows 256/512/768 with half-shifted grids)")
+    add_json_option(parser)
 
 
 def run_selo(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.evaluation.selo_eval import evaluate_selo, read_annotations
-    from rs_vlm_app.geo.grid import SELO_GRID
-    from rs_vlm_app.tasks.localize import check_output_dir
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.jobs.kinds.selo_eval import SeloEvalSpec
 
-    read_annotations(args.data)
-    check_output_dir(args.out)
-    encoder = options.encoder_from_args(args, family="clip")
-    report = evaluate_selo(args.data, encoder, args.out, compat=args.compat, grid=args.grid or SELO_GRID,
-                           save_probmaps=args.save_probmaps, reporter=ConsoleReporter())
+    spec = SeloEvalSpec(data=args.data, out=args.out, model=model_spec_from_args(args), compat=args.compat,
+                        grid=args.grid.key() if args.grid is not None else None,
+                        save_probmaps=args.save_probmaps)
+    outcome = run_spec(spec, args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    report = outcome.result.summary
     print(f"{'sample':>6}  {'Rsu':>6} {'Ras':>6} {'Rda':>6} {'Rmi':>6}  caption")
     for row in report["per_sample"]:
         print(f"{row['index']:>6}  {row['Rsu']:6.4f} {row['Ras']:6.4f} {row['Rda']:6.4f} {row['Rmi']:6.4f}  {row['caption'][:60]}")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rs_vlm_app.commands import options
+from rs_vlm_app.commands.jobrun import add_json_option
 
 EPILOG = """\
 outputs, per query (file stem = the query, made file-name safe):
@@ -40,29 +41,27 @@ def register(tree) -> None:
     group.add_argument("--heatmap-pixel", type=float, metavar="N",
                        help="source pixels per heat-map pixel (default: smallest window / 32; 1 with --compat)")
     group.add_argument("--cog", action="store_true", help="write heat maps as Cloud-Optimized GeoTIFFs")
+    add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.geo.raster import open_raster
-    from rs_vlm_app.tasks.localize import LocalizeOptions, check_output_dir, check_queries, localize
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.jobs.kinds.localize import LocalizeSpec
 
-    queries = check_queries(args.queries)
     _check_fraction("--min-valid", args.min_valid)
     _check_fraction("--hotspot-threshold", args.hotspot_threshold)
-    with open_raster(args.scene, bands=args.bands):
-        pass  # a bad raster or band list fails here, before the model loads
-    check_output_dir(args.out)
-    encoder = options.encoder_from_args(args, family="clip")
-    result = localize(
-        args.scene, queries, args.out, encoder,
-        LocalizeOptions(grid=args.grid, compat=args.compat, bands=args.bands, min_valid=args.min_valid,
-                        hotspot_threshold=args.hotspot_threshold, heatmap_pixel=args.heatmap_pixel, cog=args.cog),
-        reporter=ConsoleReporter(),
+    spec = LocalizeSpec(
+        scene=args.scene, queries=list(args.queries), out=args.out, model=model_spec_from_args(args),
+        grid=args.grid.key() if args.grid is not None else None, compat=args.compat,
+        bands=list(args.bands) if args.bands else None, min_valid=args.min_valid,
+        hotspot_threshold=args.hotspot_threshold, heatmap_pixel=args.heatmap_pixel, cog=args.cog,
     )
-    for q in result.queries:
-        print(f"{q.query!r}: {q.hotspots} hot spot(s), best tile cosine {q.best_cosine:.3f} -> {q.heatmap}, {q.vectors}")
-    return 0
+    outcome = run_spec(spec, args)
+    if outcome.result is not None and not args.json:
+        for q in outcome.result.summary["queries"]:
+            print(f"{q['query']!r}: {q['hotspots']} hot spot(s), best tile cosine {q['best_cosine']:.3f} "
+                  f"-> {q['heatmap']}, {q['vectors']}")
+    return outcome.exit_code
 
 
 def _check_fraction(flag: str, value: float) -> None:

@@ -107,7 +107,7 @@ def evaluate_selo(
     reporter.progress("evaluate samples", len(samples), len(samples))
     report = {
         "data": str(data_dir),
-        "model": getattr(encoder, "display_name", ""),
+        "model": getattr(getattr(encoder, "loaded", None), "display_name", "") or getattr(encoder, "display_name", ""),
         "mode": compat or "fast",
         "grid": grid.key(),
         "per_sample": per_sample,

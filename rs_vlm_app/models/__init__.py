@@ -1,0 +1,12 @@
+"""Models: from "the model the user named" to a ready encoder.
+
+catalogue   resources/models.toml as typed entries (ModelEntry, load_catalogue, get_entry, default_entry)
+resolve     weights file of an entry: rs-vlm cache, Hugging Face cache, download only when allowed
+loading     safe reading (safetensors / weights_only) and exact loading of state_dicts
+factory     ModelRequest -> LoadedModel (load_model), and the per-process memo get_model
+device      pick_device, resolve_precision, autocast, default_batch_size
+encoder     ClipEncoder: batched, normalised image and text embeddings
+preprocess  fast_tile_transform and the reference SeLo tile transform
+
+Nothing here is imported by the package itself: import the module you need (torch loads lazily).
+"""

@@ -121,7 +121,7 @@ def slugify(text: str, taken: set[str]) -> str:
 
 
 def tile_preprocessing(encoder, compat: str | None) -> TilePreprocessing:
-    from rs_vlm_app.models.encoder import fast_tile_transform, selo_tile_transform
+    from rs_vlm_app.models.preprocess import fast_tile_transform, selo_tile_transform
 
     if compat == "selo":
         return TilePreprocessing("selo", selo_tile_transform(encoder.image_size))
@@ -301,6 +301,6 @@ def _write_manifest(result: LocalizeResult, encoder, options: LocalizeOptions) -
     for q in result.queries:
         entry = asdict(q)
         entry.update(heatmap=q.heatmap.name, vectors=q.vectors.name, scene=str(result.scene),
-                     model=encoder.display_name, grid=options.grid.key(), mode=options.compat or "fast")
+                     model=getattr(getattr(encoder, "loaded", None), "display_name", ""), grid=options.grid.key(), mode=options.compat or "fast")
         entries.append(entry)
     write_text_atomic(result.manifest, json.dumps({"queries": entries}, indent=1, default=str))

@@ -1,0 +1,72 @@
+"""`rsvlm classify SCENE --classes aid|resisc45|eurosat|FILE.txt -o OUTDIR`: zero-shot class maps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rs_vlm_app.commands import options
+from rs_vlm_app.commands.task_args import add_tile_options, check_model_requests, load_clip_encoder
+
+EPILOG = """\
+class lists: aid (30 classes), resisc45 (45), eurosat (10), or a text file with one class per line
+("LABEL" or "LABEL = prompt words"; lines starting with # are comments).
+
+outputs in OUTDIR:
+  classes.tif        class index per pixel (uint8, nodata 255) with a colour table; class names in
+                     its metadata, its category names (classes.tif.aux.xml) and classes.qml (QGIS legend)
+  probabilities.tif  one float32 band per class: mean over the covering tiles of each tile's class
+                     probability (softmax of the model's logit scale x cosine); nodata -9999
+  tiles.gpkg         layer "tiles": every tile's window with its top-k classes and probabilities
+  classify.json      classes, templates, model, area share of each class
+
+examples:
+  rsvlm classify scene.tif --classes resisc45 -o out/
+  rsvlm classify scene.tif --classes my_classes.txt --grid 224,448@0.5 -o out/ --model remoteclip-vit-b-32
+"""
+
+
+def register(tree) -> None:
+    parser = tree.command("classify", run, help="zero-shot scene classes for every tile and pixel of a raster")
+    parser.epilog = EPILOG
+    parser.add_argument("scene", type=Path, help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...)")
+    parser.add_argument("--classes", required=True, metavar="aid|resisc45|eurosat|FILE.txt",
+                        help="a built-in class list or a class file")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument("--templates", metavar="FILE.txt",
+                        help="prompt templates, one per line with {} for the class (default: the built-in "
+                             "remote-sensing set)")
+    parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes per tile in tiles.gpkg (default 3)")
+    parser.add_argument("--pixel", type=float, default=None, metavar="N",
+                        help="source pixels per output pixel (default: smallest window / 8)")
+    parser.add_argument("--no-probabilities", action="store_true", help="do not write probabilities.tif")
+    parser.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
+    options.add_model_options(parser)
+    options.add_device_options(parser)
+    add_tile_options(parser, default_grid="256")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_vlm_app.commands.console import ConsoleReporter
+    from rs_vlm_app.geo.raster import open_raster
+    from rs_vlm_app.tasks.classify import ClassifyOptions, classify_scene
+    from rs_vlm_app.tasks.localize import check_output_dir
+
+    classify_options = ClassifyOptions(
+        classes=args.classes, templates=args.templates, grid=args.grid, top_k=args.top_k, bands=args.bands,
+        min_valid=args.min_valid, pixel=args.pixel, probabilities=not args.no_probabilities, cog=args.cog)
+    classes, templates = classify_options.load()
+    check_model_requests(args, family="clip")
+    with open_raster(args.scene, bands=args.bands):
+        pass  # a bad raster or band list fails here, before the model loads
+    check_output_dir(args.out)
+    encoder = load_clip_encoder(args)
+    result = classify_scene(args.scene, args.out, encoder, classify_options, reporter=ConsoleReporter())
+    print(f"{result.tiles} tiles, {len(classes)} classes ({classes.source}), {len(templates)} templates -> "
+          f"{', '.join(p.name for p in result.files)} in {result.out_dir}")
+    shares = sorted(result.area_share.items(), key=lambda item: -item[1])
+    print("share of the classified area:")
+    for label, share in shares[:10]:
+        if share > 0:
+            print(f"  {100 * share:5.1f}%  {label}")
+    return 0

@@ -1,0 +1,82 @@
+"""`rsvlm search SCENE [SCENE ...] "query" -k 20 -o OUT.gpkg`: the tiles of many scenes that best
+match a text, as footprints and a contact sheet."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rs_vlm_app.commands import options
+from rs_vlm_app.commands.task_args import add_tile_options, check_model_requests, load_clip_encoder
+
+EPILOG = """\
+The last positional argument is the query; the ones before it are the scenes. Each scene is encoded
+once into the embedding cache (shared with localize and classify); later searches only encode the
+query.
+
+outputs:
+  OUT.gpkg  layer "results": the k best tiles' footprints with rank, score (cosine), scene,
+            scene_name, row0, row1, col0, col1, scale, query. All footprints are in one CRS: the
+            first scene's (default) or --crs; footprints of scenes in other CRSs are reprojected.
+  OUT.png   contact sheet of those tiles with rank and score (unless --no-sheet)
+
+examples:
+  rsvlm search a.tif b.tif c.tif "a marina with many boats" -k 20 -o marinas.gpkg
+  rsvlm search tiles/*.tif "solar panels on a roof" --crs EPSG:4326 -o solar.gpkg
+"""
+
+
+def register(tree) -> None:
+    parser = tree.command("search", run, help="rank the tiles of many scenes by similarity to a text query")
+    parser.epilog = EPILOG
+    parser.add_argument("inputs", nargs="+", metavar="SCENE ... QUERY",
+                        help="one or more raster files, then the text query")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.gpkg", help="output GeoPackage")
+    parser.add_argument("-k", "--top-k", type=int, default=20, metavar="K", help="tiles to return (default 20)")
+    parser.add_argument("--crs", default="first", metavar="CRS",
+                        help="CRS of the footprints: 'first' (the first scene's, default) or e.g. EPSG:4326")
+    parser.add_argument("--no-sheet", action="store_true", help="do not write the PNG contact sheet")
+    parser.add_argument("--columns", type=int, default=5, metavar="N", help="contact sheet columns (default 5)")
+    options.add_model_options(parser)
+    options.add_device_options(parser)
+    add_tile_options(parser, default_grid="256")
+
+
+def split_inputs(inputs: list[str]) -> tuple[list[Path], str]:
+    """SCENE ... QUERY -> (scenes, query), with one-line errors for the usual slips."""
+    from rs_vlm_app.errors import UserError
+
+    if len(inputs) < 2:
+        raise UserError("give one or more scenes and then the query, e.g. rsvlm search a.tif b.tif \"a lake\"")
+    *scenes, query = inputs
+    if Path(query).is_file():
+        raise UserError(f"the last argument {query!r} is a file; put the text query last")
+    missing = [s for s in scenes if not Path(s).exists()]
+    if missing:
+        raise UserError("file not found (the query goes last)", path=missing[0])
+    return [Path(s) for s in scenes], query
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_vlm_app.commands.console import ConsoleReporter
+    from rs_vlm_app.geo.raster import open_raster
+    from rs_vlm_app.tasks.captioning import check_output_file
+    from rs_vlm_app.tasks.search import SearchOptions, search_scenes
+
+    scenes, query = split_inputs(args.inputs)
+    search_options = SearchOptions(top_k=args.top_k, grid=args.grid, bands=args.bands, min_valid=args.min_valid,
+                                   crs=args.crs, contact_sheet=not args.no_sheet, columns=args.columns)
+    check_model_requests(args, family="clip")
+    for scene in scenes:
+        with open_raster(scene, bands=args.bands):
+            pass  # a bad raster fails here, before the model loads
+    check_output_file(args.out)
+    encoder = load_clip_encoder(args)
+    result = search_scenes(scenes, query, args.out, encoder, search_options, reporter=ConsoleReporter())
+    print(f"{query!r}: {len(result.hits)} best tiles of {len(scenes)} scene(s) ({result.encoded_now} encoded now, "
+          f"the rest from the cache) -> {result.out}" + (f", {result.sheet}" if result.sheet else ""))
+    print(f"footprints in {result.crs_note}")
+    for hit in result.hits[:10]:
+        r0, r1, c0, c1, _ = hit.window
+        print(f"  #{hit.rank:<3d} {hit.score:.4f}  {scenes[hit.scene].name}  rows {r0}-{r1}, columns {c0}-{c1}")
+    return 0

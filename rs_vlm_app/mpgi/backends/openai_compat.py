@@ -1,0 +1,178 @@
+"""Any OpenAI-compatible chat endpoint: vLLM, Ollama, llama.cpp server, ``transformers serve``, ...
+
+POST ``{base_url}/chat/completions`` with the model name, the messages (an image as a base64 data
+URL) and the sampling settings. The API key, if any, comes from the environment variable the config
+names, and is sent only as the Authorization header: never logged, never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import time
+from typing import Any
+
+from rs_vlm_app.errors import UserError
+from rs_vlm_app.mpgi.backends import (
+    BackendError,
+    ChatBackend,
+    ChatRequest,
+    PermanentError,
+    Reply,
+    TransientError,
+    clean_reply,
+    one_line,
+)
+from rs_vlm_app.mpgi.config import OpenAIBackend
+
+#: statuses worth another try: timeouts, conflicts, rate limits, server errors
+RETRY_STATUSES = frozenset({408, 409, 425, 429})
+#: the tiny request that checks an endpoint when the build starts
+PREFLIGHT_PROMPT = "Reply with the word OK."
+
+
+class OpenAICompatBackend(ChatBackend):
+    def __init__(self, name: str, config: OpenAIBackend):
+        super().__init__(name, config.model, config.retries, config.backoff_s, config.backoff_max_s)
+        self.config = config
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self._client = None
+        self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.concurrency
+
+    def describe(self) -> str:
+        return f"{self.config.base_url} (model {self.config.model})"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        variable = self.config.api_key_env
+        if variable:
+            key = os.environ.get(variable)
+            if not key:
+                raise UserError(f"backends.{self.name}.api_key_env: the environment variable {variable} is not set "
+                                "(it should hold the endpoint's API key)")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def start(self) -> None:
+        import httpx2
+
+        headers = self._headers()
+        limits = httpx2.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        timeout = httpx2.Timeout(self.config.timeout_s, connect=min(10.0, self.config.timeout_s))
+        self._client = httpx2.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+        self._slots = asyncio.Semaphore(self.concurrency)
+        await self._preflight()
+
+    async def _preflight(self) -> None:
+        """One tiny request: an endpoint that is down or refuses the model is a clear error now."""
+        probe = ChatRequest(None, PREFLIGHT_PROMPT, None, max_tokens=2, temperature=0.0)
+        last: Exception | None = None
+        for pause in (0.0, 0.5, 1.5):
+            await asyncio.sleep(pause)
+            try:
+                await self.complete(probe)
+                return
+            except PermanentError as exc:
+                raise UserError(f"backend {self.name!r}: {self.describe()} refused a test request: {exc}") from None
+            except TransientError as exc:
+                if not exc.unreachable:
+                    return  # it answers; a busy or odd reply now is retried during the build
+                last = exc
+        raise UserError(f"backend {self.name!r}: {self.config.base_url} is not reachable ({last}); start the server "
+                        "or fix base_url in the config") from None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        if request.image is not None:
+            content: Any = [
+                {"type": "text", "text": request.user},
+                {"type": "image_url", "image_url": {"url": request.image.data_url()}},
+            ]
+        else:
+            content = request.user
+        messages.append({"role": "user", "content": content})
+        body = {"model": self.config.model, "messages": messages, "max_tokens": request.max_tokens,
+                "temperature": request.temperature, "stream": False}
+        body.update(self.config.extra_body)
+        return body
+
+    async def complete(self, request: ChatRequest) -> Reply:
+        assert self._client is not None and self._slots is not None, "start() the backend first"
+        body = self.body(request)
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                response = await self._post(body)
+            except BackendError as exc:
+                exc.seconds = time.perf_counter() - started
+                raise
+            seconds = time.perf_counter() - started
+        try:
+            return Reply(parse_response(response.status_code, response.headers, response.content), seconds)
+        except BackendError as exc:
+            exc.seconds = seconds
+            raise
+
+    async def _post(self, body: dict[str, Any]):
+        import httpx2
+
+        try:
+            return await self._client.post(self.url, json=body)
+        except httpx2.TimeoutException:
+            raise TransientError(f"no reply within {self.config.timeout_s:g} s (timeout)") from None
+        except (httpx2.ConnectError, httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
+            unreachable = isinstance(exc, httpx2.ConnectError)
+            raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}",
+                                 unreachable=unreachable) from None
+        except httpx2.TransportError as exc:
+            raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}") from None
+
+
+def parse_response(status: int, headers, content: bytes) -> str:
+    """The reply text of a chat-completions response, or the error it amounts to."""
+    snippet = one_line(content.decode("utf-8", errors="replace"), 200)
+    if status in RETRY_STATUSES or status >= 500:
+        raise TransientError(f"HTTP {status}: {snippet}", retry_after=_retry_after(headers.get("retry-after")))
+    if status >= 400:
+        raise PermanentError(f"HTTP {status}: {snippet}")
+    try:
+        data = json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TransientError(f"malformed reply (not JSON): {snippet}") from None
+    try:
+        message = data["choices"][0]["message"]
+        text = message.get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise TransientError(f"malformed reply (no choices[0].message): {snippet}") from None
+    if isinstance(text, list):  # content given as parts
+        text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if not isinstance(text, str):
+        raise TransientError(f"malformed reply (message content is {type(text).__name__}): {snippet}")
+    return clean_reply(text)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,188 @@
+"""Evaluation during training: hooks called at epoch ends (and every ``eval_every`` steps).
+
+A hook is any object with a ``name`` and ``__call__(EvalContext) -> dict[str, float]``; metric names
+are prefixed by the hook (``val/``, ``zeroshot/``). Built in: retrieval and validation loss on a
+caption CSV, zero-shot classification on a labelled CSV. Further evaluations (SeLo on localization
+scenes) plug in the same way: ``train(config, reporter=..., extra_hooks=[hook])``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from rs_vlm_app.errors import UserError
+from rs_vlm_app.evaluation.retrieval import group_captions, retrieval_metrics
+from rs_vlm_app.evaluation.zeroshot import DEFAULT_TEMPLATES, build_classifier, zeroshot_metrics
+from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
+from rs_vlm_app.training.data import CaptionTable, ImageRef, read_image, read_label_csv
+from rs_vlm_app.training.loader import tokenize_counting
+from rs_vlm_app.training.losses import Losses
+
+
+@dataclass
+class EvalContext:
+    """What a hook gets: the plain model (eval mode) and how to feed it."""
+
+    model: nn.Module
+    tokenizer: Callable
+    context_length: int
+    transform: Callable
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    batch_size: int
+    step: int
+    epoch: int
+    is_coca: bool
+    reporter: Reporter = field(default_factory=NullReporter)
+
+
+class EvalHook(Protocol):
+    name: str
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        """Evaluate ``ctx.model``; return metric name -> value."""
+
+
+def batched(items: list, size: int) -> Iterator[list]:
+    for begin in range(0, len(items), size):
+        yield items[begin: begin + size]
+
+
+@torch.no_grad()
+def encode_images(ctx: EvalContext, refs: list[ImageRef], stage: str = "") -> torch.Tensor:
+    """Unit image embeddings (on the CPU, float32) of ``refs``, in order."""
+    chunks = []
+    for done, batch in enumerate(batched(refs, ctx.batch_size)):
+        check_cancelled(ctx.reporter)
+        pixels = torch.stack([ctx.transform(read_image(ref)) for ref in batch]).to(ctx.device)
+        with ctx.autocast():
+            features = ctx.model.encode_image(pixels, normalize=True)
+        chunks.append(features.float().cpu())
+        if stage:
+            ctx.reporter.progress(stage, min((done + 1) * ctx.batch_size, len(refs)), len(refs))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def encode_texts(ctx: EvalContext, texts: list[str]) -> torch.Tensor:
+    chunks = []
+    for batch in batched(texts, ctx.batch_size):
+        tokens, _ = tokenize_counting(ctx.tokenizer, batch, ctx.context_length)
+        with ctx.autocast():
+            features = ctx.model.encode_text(tokens.to(ctx.device), normalize=True)
+        chunks.append(features.float().cpu())
+    return torch.cat(chunks)
+
+
+class RetrievalHook:
+    """Image<->text retrieval R@1/5/10 and the validation loss on a caption table.
+
+    Rows sharing an image are that image's captions (the RSICD / RSITMD / UCM protocol).
+    """
+
+    name = "val"
+
+    def __init__(self, table: CaptionTable):
+        self.table = table
+        keys = [table.image_key(i) for i in range(len(table))]
+        unique, self.text_image = group_captions(keys)
+        first = {}
+        for row, key in enumerate(keys):
+            first.setdefault(key, row)
+        self.image_refs = [table.images[first[key]] for key in unique]
+
+    @torch.no_grad()
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        images = encode_images(ctx, self.image_refs, stage="evaluate retrieval")
+        texts = encode_texts(ctx, self.table.captions)
+        metrics = retrieval_metrics(images.numpy(), texts.numpy(), self.text_image).as_dict(prefix="val/")
+        logit_scale = ctx.model.logit_scale.exp().float().cpu()
+        losses = []
+        for rows in batched(list(range(len(self.table))), ctx.batch_size):
+            losses.append(float(_pair_loss(images[self.text_image[rows]], texts[rows], logit_scale)))
+        metrics["val/contrastive_loss"] = float(np.mean(losses))
+        if ctx.is_coca:
+            metrics["val/caption_loss"] = self._caption_loss(ctx)
+        return metrics
+
+    def _caption_loss(self, ctx: EvalContext) -> float:
+        """Mean next-token cross-entropy of the captions given their images."""
+        total, tokens_seen = 0.0, 0
+        rows_of_image: dict[int, list[int]] = {}
+        for row, image in enumerate(self.text_image):
+            rows_of_image.setdefault(int(image), []).append(row)
+        for image_batch in batched(list(range(len(self.image_refs))), ctx.batch_size):
+            check_cancelled(ctx.reporter)
+            pixels = torch.stack([ctx.transform(read_image(self.image_refs[i])) for i in image_batch]).to(ctx.device)
+            with ctx.autocast():
+                latent, embs = ctx.model._encode_image(pixels)
+            rows = [r for i in image_batch for r in rows_of_image.get(i, [])]
+            position = {i: p for p, i in enumerate(image_batch)}
+            which = torch.tensor([position[int(self.text_image[r])] for r in rows], device=ctx.device)
+            for chunk in batched(list(range(len(rows))), ctx.batch_size):
+                tokens, _ = tokenize_counting(ctx.tokenizer, [self.table.captions[rows[c]] for c in chunk],
+                                              ctx.context_length)
+                tokens = tokens.to(ctx.device)
+                index = which[chunk]
+                with ctx.autocast():
+                    out = ctx.model(None, tokens, image_latent=latent[index], image_embs=embs[index])
+                total += float(Losses.caption_token_sum(out["logits"], out["labels"]))
+                tokens_seen += Losses.caption_tokens(tokens)
+        return total / max(tokens_seen, 1)
+
+
+def _pair_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    logits = logit_scale * image @ text.T
+    labels = torch.arange(len(image))
+    return (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+
+
+class ZeroShotHook:
+    """Zero-shot classification accuracy on a CSV of image paths and class names."""
+
+    name = "zeroshot"
+
+    def __init__(self, csv_path: Path, templates: list[str] | None = None):
+        self.images, labels = read_label_csv(csv_path)
+        self.classnames = sorted(set(labels))
+        if len(self.classnames) < 2:
+            raise UserError("zero-shot evaluation needs at least two classes in the 'label' column", path=csv_path)
+        index = {name: i for i, name in enumerate(self.classnames)}
+        self.labels = np.array([index[label] for label in labels])
+        self.templates = templates or list(DEFAULT_TEMPLATES)
+
+    @torch.no_grad()
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        images = encode_images(ctx, self.images, stage="evaluate zero-shot")
+        spoken = [name.replace("_", " ") for name in self.classnames]
+        classifier = build_classifier(lambda texts: encode_texts(ctx, texts).numpy(), spoken, self.templates)
+        result = zeroshot_metrics(images.numpy(), classifier, self.labels,
+                                  ks=tuple(k for k in (1, 5) if k == 1 or k < len(self.classnames)))
+        return result.as_dict(prefix="zeroshot/")
+
+
+def read_templates(path: Path) -> list[str]:
+    """Prompt templates, one per line ("{}" marks the class name); blank lines and # comments skipped."""
+    if not path.is_file():
+        raise UserError("no such templates file", path=path)
+    templates = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    templates = [t for t in templates if t and not t.startswith("#")]
+    bad = [t for t in templates if "{}" not in t and "{c}" not in t]
+    if bad:
+        raise UserError(f"template {bad[0]!r} has no {{}} placeholder for the class name", path=path)
+    if not templates:
+        raise UserError("no templates in the file", path=path)
+    return templates
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
