@@ -34,10 +34,9 @@ from . import results, settings, sources, specs
 from .compat import enum
 from .settings_dialog import SettingsDialog, describe_hello
 from .shipped import icon_path
-from .tasks import WorkerJobTask
+from .tasks import LOG_TAG, WorkerJobTask
 from .worker import JobOutcome, WorkerError, WorkerService, check_interpreter
 
-LOG_TAG = "rs-vlm"
 RECENT_QUERIES = 20
 CLASS_SETS = (("AID (30 scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
               ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list from a file...", ""))

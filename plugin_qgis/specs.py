@@ -16,12 +16,13 @@ def _compact(spec: dict) -> dict:
 
 def localize(scene: str, queries: list[str], out: Path, model: dict, *, grid: str | None = None,
              hotspot_threshold: float | None = None, min_valid: float | None = None,
-             bands: list[int] | None = None, compat: str | None = None) -> dict:
+             bands: list[int] | None = None, compat: str | None = None, heatmap_pixel: float | None = None,
+             cog: bool | None = None) -> dict:
     """Heat map (``<stem>_heatmap.tif``) and hot spots / tile scores (``<stem>.gpkg``) per query."""
     return _compact({
         "kind": "localize", "scene": str(scene), "queries": list(queries), "out": str(out), "model": model,
         "grid": grid, "hotspot_threshold": hotspot_threshold, "min_valid": min_valid,
-        "bands": list(bands) if bands else None, "compat": compat,
+        "bands": list(bands) if bands else None, "compat": compat, "heatmap_pixel": heatmap_pixel, "cog": cog,
     })
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qgis.core import QgsTask
+from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .compat import enum
 from .worker import JobOutcome, WorkerService
+
+LOG_TAG = "rs-vlm"
 
 
 class WorkerJobTask(QgsTask):
@@ -45,6 +47,11 @@ class WorkerJobTask(QgsTask):
             self.stageChanged.emit(_stage_text(event), -1.0 if fraction is None else 100.0 * fraction)
         elif event.type == "started":
             self.stageChanged.emit("started", 0.0)
+        elif event.type == "log" and event.level in ("warning", "error"):
+            # the worker's warnings (a window size skipped, a fallback device) belong in QGIS's log
+            # panel as they happen; QgsMessageLog is safe to call from this thread
+            level = Qgis.MessageLevel.Warning if event.level == "warning" else Qgis.MessageLevel.Critical
+            QgsMessageLog.logMessage(f"{self.description()}: {event.message}", LOG_TAG, level)
 
     def finished(self, result: bool) -> None:  # noqa: ARG002 - QgsTask's signature
         outcome = self.outcome

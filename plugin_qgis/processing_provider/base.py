@@ -117,6 +117,26 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
             "GRID", f"Tile grid: window sizes in pixels and overlap, e.g. 256,512@0.5 ({what})",
             defaultValue=default, optional=True)))
 
+    def add_bands_parameter(self) -> None:
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "BANDS", "Bands to read as red, green, blue (or one grey band), e.g. 4,3,2 (empty: the first three)",
+            defaultValue="", optional=True)))
+
+    def bands(self, parameters, context) -> list[int] | None:
+        """The BANDS parameter as 1-based band numbers (None: the worker's default)."""
+        text = self.parameterAsString(parameters, "BANDS", context).strip()
+        if not text:
+            return None
+        try:
+            bands = [int(part) for part in text.replace(";", ",").replace(" ", ",").split(",") if part]
+        except ValueError:
+            bands = []
+        if len(bands) not in (1, 3) or min(bands) < 1:
+            raise QgsProcessingException(
+                f"bands {text!r}: give three 1-based band numbers for red, green and blue (e.g. 4,3,2) "
+                "or one grey band")
+        return bands
+
     def model_spec(self, parameters, context) -> dict:
         config = settings.load_config()
         default = config.captioner if self.model_family == "caption" else config.clip

@@ -56,6 +56,11 @@ class LocalizeAlgorithm(WorkerAlgorithm):
             "MIN_VALID", "Skip tiles with less valid (non-nodata) area than this fraction",
             type=enum("Qgis.ProcessingNumberParameterType.Double", "QgsProcessingParameterNumber.Type.Double"),
             defaultValue=0.5, minValue=0.0, maxValue=1.0)))
+        self.add_bands_parameter()
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "HEATMAP_PIXEL", "Heat-map pixel size in source pixels (0 or empty: chosen from the raster's size)",
+            type=enum("Qgis.ProcessingNumberParameterType.Double", "QgsProcessingParameterNumber.Type.Double"),
+            optional=True, minValue=0.0)))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_HEATMAP", "Heat map"))
         polygon = enum("Qgis.ProcessingSourceType.VectorPolygon", "QgsProcessing.SourceType.TypeVectorPolygon")
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT_HOTSPOTS", "Hot spots", type=polygon))
@@ -77,6 +82,7 @@ class LocalizeAlgorithm(WorkerAlgorithm):
             grid=self.grid(parameters, context),
             hotspot_threshold=self.parameterAsDouble(parameters, "HOTSPOT_THRESHOLD", context),
             min_valid=self.parameterAsDouble(parameters, "MIN_VALID", context),
+            bands=self.bands(parameters, context), heatmap_pixel=self.heatmap_pixel(parameters, context),
         )
         outcome = self.run_job(spec, feedback)
         heatmap = self.copy_raster(result_file(outcome, "heatmap"),
@@ -98,3 +104,7 @@ class LocalizeAlgorithm(WorkerAlgorithm):
         feedback.pushInfo(f"'{query}': {entry.get('hotspots', '?')} hot spot(s), best tile cosine "
                           f"{entry.get('best_cosine', float('nan')):.3f}")
         return results
+
+    def heatmap_pixel(self, parameters, context) -> float | None:
+        value = self.parameterAsDouble(parameters, "HEATMAP_PIXEL", context)  # 0 when not given
+        return value if value > 0 else None

@@ -92,6 +92,28 @@ def test_localize_adds_styled_layers_grouped_under_the_query(panel, iface):
     assert "a river crossing fields" in panel._recent.stringList()
 
 
+def test_worker_warnings_reach_the_qgis_log_panel(panel):
+    from qgis.core import QgsApplication
+
+    received: list[tuple[str, str]] = []
+
+    def keep(message, tag, level):
+        received.append((tag, message))
+
+    QgsApplication.messageLog().messageReceived.connect(keep)
+    try:
+        scene = add_raster(NAIP, "naip")
+        panel.layer_combo.setLayer(scene)
+        panel.query.setText("a lake")
+        outcome = run(panel, panel.run_localize())  # the SeLo grid's 768 px window is taller than NAIP
+        assert outcome.ok, outcome.message
+        wait_until(lambda: any("768" in m for _t, m in received), timeout=5)
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(keep)
+    warnings = [m for tag, m in received if tag == "rs-vlm" and "768" in m]
+    assert warnings and "a lake" in warnings[0], received
+
+
 def test_a_second_query_reuses_the_worker_and_its_loaded_model(panel, plugin):
     scene = add_raster(NAIP)
     panel.layer_combo.setLayer(scene)

@@ -177,7 +177,21 @@ def test_bad_input_fails_with_a_readable_message(registry, configured, tmp_path)
     with pytest.raises(QgsProcessingException, match="missing.json.*not found|not found.*missing.json"):
         processing.run("rsvlm:localize", {**base, "INPUT": str(NAIP), "QUERY": "a lake",
                                            "MODEL_CONFIG": str(tmp_path / "missing.json")})
+    with pytest.raises(QgsProcessingException, match="bands '1,2'"):
+        processing.run("rsvlm:localize", {**base, "INPUT": str(NAIP), "QUERY": "a lake", "BANDS": "1,2"})
+    with pytest.raises(QgsProcessingException, match="band"):  # the worker's check: NAIP has 4 bands
+        processing.run("rsvlm:localize", {**base, "INPUT": str(NAIP), "QUERY": "a lake", "BANDS": "4,3,9"})
     assert not (tmp_path / "h.tif").exists()
+
+
+def test_bands_and_heat_map_pixel_reach_the_worker(registry, configured, tmp_path):
+    result = processing.run("rsvlm:localize", {
+        "INPUT": str(NAIP), "QUERY": "a field", "GRID": "256", "BANDS": "4,3,2", "HEATMAP_PIXEL": 8,
+        **model_params(configured), "OUTPUT_HEATMAP": str(tmp_path / "h.tif"),
+        "OUTPUT_HOTSPOTS": str(tmp_path / "h.gpkg")})
+    heat = QgsRasterLayer(result["OUTPUT_HEATMAP"], "heat", "gdal")
+    assert heat.rasterUnitsPerPixelX() == pytest.approx(8 * 5.0, rel=0.01)  # NAIP: 5 m pixels
+    assert heat.width() == round(934 / 8)
 
 
 def test_cancelling_feedback_cancels_the_job(registry, configured, tmp_path):

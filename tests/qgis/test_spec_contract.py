@@ -1,0 +1,116 @@
+"""The job specs the plugin writes are the app's specs: every one is read back by the worker's own
+parser (rs_vlm_app.jobs.specs.spec_from_dict, in the app's environment) with the values intact.
+
+A renamed or retyped field in rs_vlm_app/jobs/kinds/ fails here, not in a user's QGIS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.qgis.conftest import NAIP, app_checkout, app_env, app_python, need_kind
+
+READ_BACK = (
+    "import json, sys\n"
+    "from rs_vlm_app.errors import UserError\n"
+    "from rs_vlm_app.jobs.specs import spec_from_dict\n"
+    "answers = []\n"
+    "for spec in json.load(sys.stdin):\n"
+    "    try:\n"
+    "        answers.append(spec_from_dict(spec).to_dict())\n"
+    "    except UserError as exc:\n"
+    "        answers.append({'refused': str(exc)})\n"
+    "print(json.dumps(answers))\n"
+)
+
+
+def read_back(specs: list[dict]) -> list[dict]:
+    """The specs as the worker reads them (``{"refused": message}`` for one it refuses)."""
+    proc = subprocess.run([str(app_python()), "-c", READ_BACK], input=json.dumps(specs), cwd=app_checkout(),
+                          env=app_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def plugin_specs(installed_plugin):
+    from rs_vlm import specs
+
+    return specs
+
+
+@pytest.fixture(scope="module")
+def model(installed_plugin, tmp_path_factory):
+    from rs_vlm.settings import ModelChoice
+
+    folder = tmp_path_factory.mktemp("weights")
+    (folder / "w.pt").write_bytes(b"")
+    (folder / "c.json").write_text("{}")
+    return ModelChoice(str(folder / "w.pt"), "ViT-B-32", str(folder / "c.json")).to_spec("cpu")
+
+
+def test_a_model_choice_is_the_apps_model_object(plugin_specs, model, tmp_path):
+    (back,) = read_back([plugin_specs.localize(str(NAIP), ["a lake"], tmp_path, model)])
+    for key in ("checkpoint", "arch", "model_config", "device"):
+        assert back["model"][key] == model[key]
+    from rs_vlm.settings import ModelChoice
+
+    (named,) = read_back([plugin_specs.localize(str(NAIP), ["a lake"], tmp_path,
+                                                ModelChoice("georsclip-vit-b-32").to_spec(""))])
+    assert named["model"]["name"] == "georsclip-vit-b-32" and named["model"]["device"] == "auto"
+
+
+def test_localize_spec_with_every_option(plugin_specs, model, tmp_path):
+    spec = plugin_specs.localize(str(NAIP), ["a lake", "a road"], tmp_path / "out", model, grid="256,512@0.25",
+                                 hotspot_threshold=0.7, min_valid=0.25, bands=[3, 2, 1], compat="selo",
+                                 heatmap_pixel=4.0, cog=True)
+    (back,) = read_back([spec])
+    assert back["kind"] == "localize"
+    assert back["scene"] == str(NAIP) and back["out"] == str(tmp_path / "out")
+    assert back["queries"] == ["a lake", "a road"]
+    assert (back["grid"], back["compat"], back["bands"]) == ("256,512@0.25", "selo", [3, 2, 1])
+    assert (back["hotspot_threshold"], back["min_valid"], back["heatmap_pixel"], back["cog"]) == (0.7, 0.25, 4.0, True)
+
+
+def test_unset_localize_options_take_the_workers_defaults(plugin_specs, model, tmp_path):
+    (back,) = read_back([plugin_specs.localize(str(NAIP), ["a lake"], tmp_path, model)])
+    assert back["grid"] is None and back["bands"] is None and back["heatmap_pixel"] is None
+    assert back["min_valid"] == 0.5 and back["hotspot_threshold"] == 0.6 and back["cog"] is False
+
+
+def test_caption_spec(plugin_specs, model, worker_kinds, tmp_path):
+    need_kind(worker_kinds, "caption")
+    spec = plugin_specs.caption(str(NAIP), tmp_path / "c.gpkg", model, grid="256", decoding="greedy", beams=2,
+                                max_len=12, clip_model=model, bands=[1, 2, 3])
+    (back,) = read_back([spec])
+    assert back["kind"] == "caption" and back["out"] == str(tmp_path / "c.gpkg")
+    assert (back["grid"], back["decoding"], back["beams"], back["max_len"], back["bands"]) == (
+        "256", "greedy", 2, 12, [1, 2, 3])
+    assert back["clip_model"]["checkpoint"] == model["checkpoint"]
+
+
+def test_classify_spec(plugin_specs, model, worker_kinds, tmp_path):
+    need_kind(worker_kinds, "classify")
+    spec = plugin_specs.classify(str(NAIP), tmp_path / "cls", model, "aid", top_k=2, grid="128",
+                                 bands=[1, 2, 3], probabilities=False)
+    (back,) = read_back([spec])
+    assert back["kind"] == "classify" and back["classes"] == "aid" and back["out"] == str(tmp_path / "cls")
+    assert (back["top_k"], back["grid"], back["bands"], back["probabilities"]) == (2, "128", [1, 2, 3], False)
+
+
+def test_search_spec(plugin_specs, model, worker_kinds, tmp_path):
+    need_kind(worker_kinds, "search")
+    spec = plugin_specs.search([str(NAIP), str(NAIP)], "a lake", tmp_path / "s.gpkg", model, top_k=5, grid="256",
+                               sheet=False)
+    (back,) = read_back([spec])
+    assert back["kind"] == "search" and back["scenes"] == [str(NAIP), str(NAIP)] and back["query"] == "a lake"
+    assert (back["top_k"], back["grid"], back["contact_sheet"]) == (5, "256", False)
+
+
+def test_the_worker_refuses_a_field_it_does_not_know(plugin_specs, model, tmp_path):
+    """The check above can fail: an unknown field is refused, not ignored."""
+    spec = dict(plugin_specs.localize(str(NAIP), ["a lake"], tmp_path, model), hotspot_treshold=0.5)
+    (back,) = read_back([spec])
+    assert "hotspot_treshold" in back["refused"]
