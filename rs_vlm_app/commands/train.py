@@ -14,8 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.training.config import TrainConfig
@@ -128,30 +126,11 @@ def _towers(value: str) -> list[str]:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults <- recipe <- given options; paths made absolute so the run's identity is stable."""
-    from rs_vlm_app.training.recipes import load_recipe
+    """Defaults <- recipe <- given options (rs_vlm_app.training.recipes.resolve_config)."""
+    from rs_vlm_app.training.recipes import resolve_config
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    values: dict[str, Any] = {}
-    if "recipe" in given:
-        recipe = load_recipe(given["recipe"])
-        if recipe.get("task", args.task) != args.task:
-            raise UserError(f"recipe {given['recipe']!r} is for `rsvlm train {recipe['task']}`")
-        values.update(recipe)
-    values.update(given)
-    values["task"] = args.task
-    for key in ("data", "val_data", "val_zeroshot", "zeroshot_templates", "model_config", "output_dir"):
-        if values.get(key):
-            values[key] = _absolute(values[key])
-    if values.get("init") and Path(values["init"]).expanduser().is_file():
-        values["init"] = str(Path(values["init"]).expanduser().resolve())
-    return TrainConfig.from_dict(values).validate()
-
-
-def _absolute(spec: str) -> str:
-    if "::" in spec:
-        return "::".join(_absolute(part) for part in spec.split("::"))
-    return str(Path(spec).expanduser().absolute())
+    return resolve_config(args.task, given)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -171,18 +150,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _cheap_checks(config: TrainConfig) -> None:
     """Input mistakes answered before torch loads (seconds)."""
-    from rs_vlm_app.training import rundir
-    from rs_vlm_app.training.data import check_caption_source
+    from rs_vlm_app.training.recipes import check_inputs
 
-    check_caption_source(config.data, config.csv_image_key, config.csv_caption_key)
-    if config.val_data:
-        check_caption_source(config.val_data, config.csv_image_key, config.csv_caption_key)
-    if config.val_zeroshot:
-        check_caption_source(config.val_zeroshot, "filepath", "label")
-    init = Path(config.init).expanduser()
-    if config.init not in ("none",) and (any(s in config.init for s in "/\\") or init.suffix) and not init.is_file():
-        raise UserError("--init: no such checkpoint file", path=config.init)
-    rundir.inspect(config)
+    check_inputs(config)
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:

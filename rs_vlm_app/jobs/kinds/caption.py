@@ -1,0 +1,54 @@
+"""Job kind "caption": a caption for every tile of one scene (CoCa), as a GeoPackage layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from rs_vlm_app.jobs.kinds.common import check_scene, check_second_model
+from rs_vlm_app.jobs.specs import JobSpec, ModelSpec, register
+
+
+@register
+@dataclass
+class CaptionSpec(JobSpec):
+    """``rsvlm caption``: OUT (.gpkg), layer "captions": tile polygons with caption, clip_score, ..."""
+
+    kind: ClassVar[str] = "caption"
+
+    scene: Path
+    out: Path                                # the GeoPackage to write
+    model: ModelSpec = field(default_factory=ModelSpec)   # a CoCa captioner
+    clip_model: ModelSpec | None = None      # optional: score each caption against its tile
+    grid: str = "256"
+    bands: list[int] | None = None
+    min_valid: float = 0.5
+    decoding: Literal["greedy", "beam"] = "beam"
+    beams: int = 3
+    max_len: int = 30
+    min_len: int = 1
+    length_penalty: float = 1.0
+
+    def title(self) -> str:
+        return f"captions of {Path(self.scene).name}"
+
+    def inputs(self) -> list[Path]:
+        return [Path(self.scene)]
+
+    def options(self):
+        """The task's CaptionOptions (validates grid, bands, min_valid and decoding)."""
+        from rs_vlm_app.tasks.captioning import CaptionOptions
+
+        return CaptionOptions(grid=self.grid, decoding=self.decoding, beams=self.beams, max_len=self.max_len,
+                              min_len=self.min_len, length_penalty=self.length_penalty,
+                              bands=tuple(self.bands) if self.bands else None, min_valid=self.min_valid)
+
+    def check(self) -> None:
+        from rs_vlm_app.tasks.captioning import check_output_file
+
+        self.options()
+        self.model.check(family="coca")
+        check_second_model(self.clip_model, "clip_model", "clip")
+        check_scene(self.scene, self.bands)
+        check_output_file(Path(self.out))
