@@ -37,19 +37,34 @@ def caption(scene: str, out: Path, model: dict, *, grid: str | None = None, deco
     })
 
 
-def classify(scene: str, out: Path, model: dict, classes: str, *, top_k: int | None = None,
+def classify(scene: str, out: Path, model: dict, classes: str | list[str], *, top_k: int | None = None,
              grid: str | None = None, bands: list[int] | None = None, probabilities: bool | None = None) -> dict:
-    """``out`` (a folder): classes.tif (+ classes.qml), probabilities.tif, tiles.gpkg (layer "tiles")."""
+    """``out`` (a folder): classes.tif (+ classes.qml), probabilities.tif, tiles.gpkg (layer "tiles").
+    ``classes``: aid, resisc45, eurosat, a class file, or the class names themselves (a list)."""
     return _compact({
-        "kind": "classify", "scene": str(scene), "out": str(out), "model": model, "classes": classes,
+        "kind": "classify", "scene": str(scene), "out": str(out), "model": model,
+        "classes": list(classes) if isinstance(classes, list | tuple) else str(classes),
         "top_k": top_k, "grid": grid, "bands": list(bands) if bands else None, "probabilities": probabilities,
     })
 
 
 def search(scenes: list[str], query: str, out: Path, model: dict, *, top_k: int | None = None,
-           grid: str | None = None, sheet: bool | None = None) -> dict:
+           grid: str | None = None, sheet: bool | None = None, bands: list[int] | None = None) -> dict:
     """``out`` (a .gpkg): layer "results", the best tiles' footprints; a contact sheet beside it."""
     return _compact({
         "kind": "search", "scenes": [str(s) for s in scenes], "query": query, "out": str(out), "model": model,
-        "top_k": top_k, "grid": grid, "contact_sheet": sheet,
+        "top_k": top_k, "grid": grid, "contact_sheet": sheet, "bands": list(bands) if bands else None,
     })
+
+
+def dataset_build(config: str, out: str | None = None, shard: str | None = None) -> dict:
+    """Build (or resume) a captioned dataset from a YAML build config; ``out`` overrides its output."""
+    return _compact({"kind": "dataset-build", "config": str(config), "out": str(out) if out else None,
+                     "shard": shard})
+
+
+def fine_tune(task: str, data: str, out: str, **options) -> dict:
+    """Fine-tune a CLIP (``task`` "clip") or CoCa ("coca") model; ``options`` are FineTuneSpec fields
+    (recipe, arch, model_config, init, epochs, batch_size, lr, lora_rank, device, val_data, ...);
+    those left None take the recipe's values."""
+    return _compact({"kind": "fine-tune", "task": task, "data": str(data), "out": str(out), **options})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qgis.core import (
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
@@ -19,6 +20,8 @@ RS-CoCa) running in the rs-vlm worker.</p>
 window and size (<b>scale</b>), the decoder's mean log-probability per token and whether the
 caption was cut at the maximum length. Finished tiles are checkpointed: a cancelled run continues
 where it stopped when run again with the same parameters.</p>
+<p>With <b>Score each caption</b>, a CLIP model (the one in rs-vlm's settings) rates how well each
+caption matches its tile (<b>clip_score</b>, a cosine similarity).</p>
 <p><b>Decoding</b>: greedy is fastest; beam search keeps the N best partial captions and usually
 reads better. The model defaults to the captioner in rs-vlm's settings.</p>"""
 
@@ -50,6 +53,10 @@ class CaptionAlgorithm(WorkerAlgorithm):
             "MAX_LEN", "Most tokens per caption", type=integer, defaultValue=30, minValue=2, maxValue=128)))
         self.add_model_parameters()
         self.add_grid_parameter("256")
+        self.add_bands_parameter()
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            "CLIP_SCORE", "Score each caption against its tile with the CLIP model of rs-vlm's settings (clip_score)",
+            defaultValue=False)))
         polygon = enum("Qgis.ProcessingSourceType.VectorPolygon", "QgsProcessing.SourceType.TypeVectorPolygon")
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", "Captions", type=polygon))
 
@@ -62,6 +69,7 @@ class CaptionAlgorithm(WorkerAlgorithm):
             decoding=DECODINGS[self.parameterAsEnum(parameters, "DECODING", context)],
             beams=self.parameterAsInt(parameters, "BEAMS", context),
             max_len=self.parameterAsInt(parameters, "MAX_LEN", context),
+            bands=self.bands(parameters, context), clip_model=self.clip_scorer(parameters, context),
         )
         outcome = self.run_job(spec, feedback)
         gpkg = result_file(outcome, "tiles", (".gpkg",), fallback_roles=("vectors",))
@@ -69,3 +77,12 @@ class CaptionAlgorithm(WorkerAlgorithm):
                                   context, feedback)
         self.style_when_loaded(context, dest, "captions", f"captions · {layer.name()}")
         return {"OUTPUT": dest}
+
+    def clip_scorer(self, parameters, context) -> dict | None:
+        """The settings' CLIP model on this run's device, when captions are to be scored."""
+        if not self.parameterAsBool(parameters, "CLIP_SCORE", context):
+            return None
+        from .. import settings
+
+        config = settings.load_config()
+        return config.clip.to_spec(self.model_spec(parameters, context).get("device", config.device))

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 
 from .. import specs
@@ -22,14 +23,15 @@ HELP = """<p>Labels every tile of a raster with scene classes, zero-shot: a CLIP
 tile with prompts built from the class names ("a satellite image of a harbour", ...), with no
 training on these classes.</p>
 <p>Class lists: <b>AID</b> (30 aerial scene classes), <b>RESISC45</b> (45), <b>EuroSAT</b> (10 land-cover
-classes), or your own text file with one class per line (<i>LABEL</i> or <i>LABEL = prompt words</i>;
+classes), your own class names typed as <i>lake; forest; farmland</i>, or a text file with one class per line (<i>LABEL</i> or <i>LABEL = prompt words</i>;
 lines starting with # are comments).</p>
 <p>Outputs, in the raster's CRS: a <b>class raster</b> (the most probable class per pixel from the
 covering tiles, with a colour table and class names; its legend style is loaded with it), optionally
 the per-class <b>probabilities</b>, and the <b>tiles</b> with their top-k classes and probabilities.</p>"""
 
 CLASS_SETS = (("AID (30 aerial scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
-              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list file (below)", ""))
+              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list file (below)", ""),
+              ("Class names (below)", "names"))
 
 
 class ClassifyAlgorithm(WorkerAlgorithm):
@@ -55,10 +57,14 @@ class ClassifyAlgorithm(WorkerAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             "CLASSES_FILE", "Class list file (one class per line), for \"Class list file\"", optional=True,
             fileFilter="Text files (*.txt);;All files (*)"))
+        self.addParameter(QgsProcessingParameterString(
+            "CLASS_NAMES", "Class names separated by ; (LABEL or LABEL = prompt words), for \"Class names\"",
+            defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "TOP_K", "Classes per tile", type=integer, defaultValue=3, minValue=1, maxValue=45))
         self.add_model_parameters()
         self.add_grid_parameter("256")
+        self.add_bands_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_CLASSES", "Class raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_PROBABILITIES", "Class probabilities", optional=True, createByDefault=False))
@@ -66,8 +72,14 @@ class ClassifyAlgorithm(WorkerAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT_TILES", "Tiles with their top classes",
                                                             type=polygon))
 
-    def classes(self, parameters, context) -> str:
+    def classes(self, parameters, context) -> str | list[str]:
         key = CLASS_SETS[self.parameterAsEnum(parameters, "CLASSES", context)][1]
+        if key == "names":
+            names = [" ".join(n.split()) for n in self.parameterAsString(parameters, "CLASS_NAMES", context).split(";")]
+            names = [n for n in names if n]
+            if len(names) < 2:
+                raise QgsProcessingException("type at least two class names separated by ; (e.g. lake; forest; farmland)")
+            return names
         if key:
             return key
         path = self.parameterAsFile(parameters, "CLASSES_FILE", context).strip()
@@ -84,7 +96,7 @@ class ClassifyAlgorithm(WorkerAlgorithm):
         spec = specs.classify(
             scene, self.work_dir(), self.model_spec(parameters, context), self.classes(parameters, context),
             top_k=self.parameterAsInt(parameters, "TOP_K", context), grid=self.grid(parameters, context),
-            probabilities=bool(probabilities),
+            probabilities=bool(probabilities), bands=self.bands(parameters, context),
         )
         outcome = self.run_job(spec, feedback)
         classes_tif = result_file(outcome, "raster", (".tif", ".tiff"), name="classes.tif")

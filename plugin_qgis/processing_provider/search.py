@@ -49,6 +49,7 @@ class SearchAlgorithm(WorkerAlgorithm):
             "TOP_K", "Tiles to return", type=integer, defaultValue=20, minValue=1, maxValue=10000))
         self.add_model_parameters()
         self.add_grid_parameter("256")
+        self.add_bands_parameter()
         polygon = enum("Qgis.ProcessingSourceType.VectorPolygon", "QgsProcessing.SourceType.TypeVectorPolygon")
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", "Best tiles", type=polygon))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -65,15 +66,16 @@ class SearchAlgorithm(WorkerAlgorithm):
         sheet_target = self.parameterAsFileOutput(parameters, "OUTPUT_SHEET", context)
         spec = specs.search(scenes, query, self.work_dir() / "search.gpkg", self.model_spec(parameters, context),
                             top_k=self.parameterAsInt(parameters, "TOP_K", context),
-                            grid=self.grid(parameters, context), sheet=bool(sheet_target))
+                            grid=self.grid(parameters, context), sheet=bool(sheet_target),
+                            bands=self.bands(parameters, context))
         outcome = self.run_job(spec, feedback)
-        gpkg = result_file(outcome, "vectors", (".gpkg",), fallback_roles=("tiles",))
+        gpkg = result_file(outcome, "tiles", (".gpkg",), fallback_roles=("vectors",))
         dest = self.copy_features(gpkg, self.layer_name(outcome, gpkg, "results"), parameters, "OUTPUT",
                                   context, feedback)
         self.style_when_loaded(context, dest, "search_results", f"'{query}' · best tiles")
         results = {"OUTPUT": dest}
         if sheet_target:
-            sheet = result_file(outcome, "file", (".png",), fallback_roles=("image", "report"))
+            sheet = result_file(outcome, "file", (".png",))
             results["OUTPUT_SHEET"] = self.copy_file(sheet, sheet_target)
         return results
 

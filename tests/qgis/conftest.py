@@ -108,16 +108,35 @@ def installed_plugin(need_app):
     return rs_vlm
 
 
+_KINDS_SCRIPT = (
+    "from rs_vlm_app.jobs.specs import JobSpec, spec_kinds\n"
+    "kinds = spec_kinds()\n"
+    "print(' '.join(sorted(kinds)))\n"
+    "print(' '.join(sorted(k for k, cls in kinds.items() if cls.run is not JobSpec.run)))\n"
+)
+
+
 @pytest.fixture(scope="session")
-def worker_kinds(need_app) -> set[str]:
-    """The job kinds the app's worker knows (caption/classify/search land with their own issue)."""
-    proc = run_app("-c", "from rs_vlm_app.jobs.specs import spec_kinds; print(' '.join(sorted(spec_kinds())))")
-    return set(proc.stdout.split())
+def _kinds(need_app) -> tuple[set[str], set[str]]:
+    lines = run_app("-c", _KINDS_SCRIPT).stdout.splitlines()
+    return set(lines[0].split()), set(lines[1].split())
+
+
+@pytest.fixture(scope="session")
+def spec_kinds(_kinds) -> set[str]:
+    """The job kinds whose specs the app's worker reads."""
+    return _kinds[0]
+
+
+@pytest.fixture(scope="session")
+def worker_kinds(_kinds) -> set[str]:
+    """The job kinds the app's worker can run (a kind's spec may land before its run())."""
+    return _kinds[1]
 
 
 def need_kind(kinds: set[str], kind: str) -> None:
     if kind not in kinds:
-        pytest.skip(f"the rs-vlm worker has no {kind!r} job kind yet (known: {', '.join(sorted(kinds))})")
+        pytest.skip(f"the rs-vlm worker cannot run {kind!r} jobs yet (it can: {', '.join(sorted(kinds))})")
 
 
 @pytest.fixture(scope="session")

@@ -80,8 +80,8 @@ def test_unset_localize_options_take_the_workers_defaults(plugin_specs, model, t
     assert back["min_valid"] == 0.5 and back["hotspot_threshold"] == 0.6 and back["cog"] is False
 
 
-def test_caption_spec(plugin_specs, model, worker_kinds, tmp_path):
-    need_kind(worker_kinds, "caption")
+def test_caption_spec(plugin_specs, model, spec_kinds, tmp_path):
+    need_kind(spec_kinds, "caption")
     spec = plugin_specs.caption(str(NAIP), tmp_path / "c.gpkg", model, grid="256", decoding="greedy", beams=2,
                                 max_len=12, clip_model=model, bands=[1, 2, 3])
     (back,) = read_back([spec])
@@ -91,22 +91,47 @@ def test_caption_spec(plugin_specs, model, worker_kinds, tmp_path):
     assert back["clip_model"]["checkpoint"] == model["checkpoint"]
 
 
-def test_classify_spec(plugin_specs, model, worker_kinds, tmp_path):
-    need_kind(worker_kinds, "classify")
+def test_classify_spec(plugin_specs, model, spec_kinds, tmp_path):
+    need_kind(spec_kinds, "classify")
     spec = plugin_specs.classify(str(NAIP), tmp_path / "cls", model, "aid", top_k=2, grid="128",
                                  bands=[1, 2, 3], probabilities=False)
     (back,) = read_back([spec])
     assert back["kind"] == "classify" and back["classes"] == "aid" and back["out"] == str(tmp_path / "cls")
     assert (back["top_k"], back["grid"], back["bands"], back["probabilities"]) == (2, "128", [1, 2, 3], False)
+    (named,) = read_back([plugin_specs.classify(str(NAIP), tmp_path, model, ["lake", "forest = a dense forest"])])
+    assert named["classes"] == ["lake", "forest = a dense forest"]
 
 
-def test_search_spec(plugin_specs, model, worker_kinds, tmp_path):
-    need_kind(worker_kinds, "search")
+def test_search_spec(plugin_specs, model, spec_kinds, tmp_path):
+    need_kind(spec_kinds, "search")
     spec = plugin_specs.search([str(NAIP), str(NAIP)], "a lake", tmp_path / "s.gpkg", model, top_k=5, grid="256",
-                               sheet=False)
+                               sheet=False, bands=[4, 3, 2])
     (back,) = read_back([spec])
     assert back["kind"] == "search" and back["scenes"] == [str(NAIP), str(NAIP)] and back["query"] == "a lake"
-    assert (back["top_k"], back["grid"], back["contact_sheet"]) == (5, "256", False)
+    assert (back["top_k"], back["grid"], back["contact_sheet"], back["bands"]) == (5, "256", False, [4, 3, 2])
+
+
+def test_dataset_build_spec(plugin_specs, spec_kinds, tmp_path):
+    need_kind(spec_kinds, "dataset-build")
+    back, bare = read_back([plugin_specs.dataset_build(str(tmp_path / "build.yaml"), str(tmp_path / "ds"), "2/4"),
+                            plugin_specs.dataset_build(str(tmp_path / "build.yaml"))])
+    assert back == {"kind": "dataset-build", "config": str(tmp_path / "build.yaml"), "out": str(tmp_path / "ds"),
+                    "shard": "2/4"}
+    assert bare["out"] is None and bare["shard"] is None
+
+
+def test_fine_tune_spec(plugin_specs, spec_kinds, tmp_path):
+    need_kind(spec_kinds, "fine-tune")
+    spec = plugin_specs.fine_tune("coca", str(tmp_path / "train.csv"), str(tmp_path / "run"), recipe="rs-coca",
+                                  arch="coca_ViT-B-32", model_config=None, init="none", epochs=2, batch_size=4,
+                                  lr=1e-5, lora_rank=8, device="cpu", val_data=str(tmp_path / "val.csv"))
+    (back,) = read_back([spec])
+    assert (back["task"], back["data"], back["out"], back["recipe"]) == (
+        "coca", str(tmp_path / "train.csv"), str(tmp_path / "run"), "rs-coca")
+    assert (back["arch"], back["init"], back["epochs"], back["batch_size"], back["lr"], back["lora_rank"]) == (
+        "coca_ViT-B-32", "none", 2, 4, 1e-5, 8)
+    assert back["device"] == "cpu" and back["val_data"] == str(tmp_path / "val.csv")
+    assert back["model_config"] is None and back["wd"] is None  # unset: the recipe decides
 
 
 def test_the_worker_refuses_a_field_it_does_not_know(plugin_specs, model, tmp_path):

@@ -114,6 +114,18 @@ def test_caption_algorithm(registry, configured, tmp_path, worker_kinds):
     assert layer.isValid() and layer.crs().authid() == "EPSG:26914"
     assert layer.featureCount() >= 2
     assert layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry
+    assert "clip_score" not in layer.fields().names()
+
+
+def test_caption_algorithm_scores_captions_with_clip(registry, configured, tmp_path, worker_kinds):
+    need_kind(worker_kinds, "caption")
+    result = processing.run("rsvlm:caption", {
+        "INPUT": str(NAIP), "DECODING": 1, "MAX_LEN": 6, "GRID": "512", "CLIP_SCORE": True, **coca(configured),
+        "OUTPUT": str(tmp_path / "captions.gpkg")})
+    layer = QgsVectorLayer(result["OUTPUT"], "c", "ogr")
+    scores = [f["clip_score"] for f in layer.getFeatures()]
+    assert scores and all(-1.0 <= s <= 1.0 for s in scores)
+    del layer
 
 
 def test_classify_algorithm_with_a_class_file(registry, configured, tmp_path, worker_kinds):
@@ -135,6 +147,30 @@ def test_classify_algorithm_with_a_class_file(registry, configured, tmp_path, wo
     assert {"class_1", "prob_1", "class_2", "prob_2"} <= set(tiles.fields().names())
     assert {f["class_1"] for f in tiles.getFeatures()} <= {"water", "field", "forest"}
     del raster, probs, tiles
+
+
+def test_classify_algorithm_with_typed_class_names(registry, configured, tmp_path, worker_kinds):
+    need_kind(worker_kinds, "classify")
+    result = processing.run("rsvlm:classify", {
+        "INPUT": str(LANDSAT), "CLASSES": 4, "CLASS_NAMES": "cloud = bright white clouds; water ;forest", "TOP_K": 1,
+        "BANDS": "3,2,1", **clip(configured),
+        "OUTPUT_CLASSES": str(tmp_path / "classes.tif"), "OUTPUT_TILES": str(tmp_path / "tiles.gpkg")})
+    raster = QgsRasterLayer(result["OUTPUT_CLASSES"], "c", "gdal")
+    assert raster.crs().authid() == "EPSG:4326"
+    assert {c.label for c in raster.renderer().classes()} >= {"cloud", "water", "forest"}
+    tiles = QgsVectorLayer(result["OUTPUT_TILES"], "t", "ogr")
+    assert "class_2" not in tiles.fields().names()
+    assert {f["class_1"] for f in tiles.getFeatures()} <= {"cloud", "water", "forest"}
+    del raster, tiles
+
+
+def test_classify_with_one_class_name_says_so(registry, configured, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="at least two class names"):
+        processing.run("rsvlm:classify", {
+            "INPUT": str(NAIP), "CLASSES": 4, "CLASS_NAMES": " lake ; ", **clip(configured),
+            "OUTPUT_CLASSES": str(tmp_path / "c.tif"), "OUTPUT_TILES": str(tmp_path / "t.gpkg")})
 
 
 def test_classify_without_a_class_file_says_so(registry, configured, tmp_path):
