@@ -76,6 +76,9 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
 
     #: "clip" or "caption": which model of the settings is the default
     model_family = "clip"
+    #: run on the plugin's persistent worker (models stay loaded); False: a one-shot worker of its own,
+    #: for long batch jobs (dataset builds, training) that must not hold up or disturb the panel
+    persistent_worker = True
 
     def createInstance(self):  # noqa: N802
         return type(self)()
@@ -168,7 +171,8 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
     def run_job(self, spec: dict, feedback) -> JobOutcome:
         """Run ``spec`` in the worker; progress and log lines go to ``feedback``; QgsProcessingException
         (with the worker's one-line message) when it fails or is cancelled."""
-        feedback.pushInfo(f"rs-vlm job: {spec.get('kind')} (model: {_describe_model(spec.get('model') or {})})")
+        model = f" (model: {_describe_model(spec['model'])})" if isinstance(spec.get("model"), dict) else ""
+        feedback.pushInfo(f"rs-vlm job: {spec.get('kind')}{model}")
 
         def on_event(event) -> None:
             if event.type == "progress":
@@ -183,7 +187,7 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
             elif event.type == "started":
                 feedback.pushInfo(f"worker started: {getattr(event, 'title', '')}")
 
-        service = _shared_service
+        service = _shared_service if self.persistent_worker else None
         if service is not None:
             outcome = service.run(spec, on_event, feedback.isCanceled)
         else:

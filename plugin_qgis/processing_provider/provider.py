@@ -8,10 +8,13 @@ from qgis.PyQt.QtGui import QIcon
 from ..shipped import icon_path
 from .caption import CaptionAlgorithm
 from .classify import ClassifyAlgorithm
+from .dataset import BuildDatasetAlgorithm
+from .finetune import FineTuneAlgorithm
 from .localize import LocalizeAlgorithm
 from .search import SearchAlgorithm
 
-ALGORITHMS = (LocalizeAlgorithm, CaptionAlgorithm, ClassifyAlgorithm, SearchAlgorithm)
+ALGORITHMS = (LocalizeAlgorithm, CaptionAlgorithm, ClassifyAlgorithm, SearchAlgorithm, BuildDatasetAlgorithm,
+              FineTuneAlgorithm)
 
 
 class RsVlmProvider(QgsProcessingProvider):

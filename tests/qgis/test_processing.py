@@ -25,7 +25,8 @@ from qgis.core import (
 
 from tests.qgis.conftest import LANDSAT, NAIP
 
-ALGORITHMS = ("rsvlm:localize", "rsvlm:caption", "rsvlm:classify", "rsvlm:search")
+ALGORITHMS = ("rsvlm:localize", "rsvlm:caption", "rsvlm:classify", "rsvlm:search", "rsvlm:dataset_build",
+              "rsvlm:fine_tune")
 
 
 @pytest.fixture(scope="module")
