@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 
+from rs_vlm_app.commands.jobrun import add_json_option
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.training.config import TrainConfig
 
@@ -119,6 +120,7 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
     run.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S)
     run.add_argument("--stop-after-steps", type=int, default=S, metavar="N",
                      help="stop (resumably) once the run reaches this many optimizer steps")
+    add_json_option(parser)
 
 
 def _towers(value: str) -> list[str]:
@@ -140,12 +142,24 @@ def _run(args: argparse.Namespace) -> int:
         return _launch_torchrun(args)
     if args.nproc < 1:
         raise UserError("--nproc must be at least 1")
-    from rs_vlm_app.training.loop import train
+    if "LOCAL_RANK" in os.environ:  # one of the processes torchrun started: report as plain log lines
+        from rs_vlm_app.training.loop import train
 
-    reporter = _CliReporter()
-    with reporter.handling_signals():
-        train(config, reporter=reporter)
-    return 0
+        reporter = _CliReporter()
+        with reporter.handling_signals():
+            train(config, reporter=reporter)
+        return 0
+    from rs_vlm_app.commands.jobrun import run_spec
+    from rs_vlm_app.jobs.kinds.fine_tune import FineTuneSpec
+
+    outcome = run_spec(FineTuneSpec.from_train_config(config), args,
+                       stopping="stop requested: finishing the current step and writing a checkpoint")
+    if outcome.result is not None and not args.json:
+        s = outcome.result.summary
+        state = "finished" if s["finished"] else "stopped"
+        print(f"{s['run_dir']}: {state} at step {s['steps']} of {s['total_steps']}"
+              + (f"; model {s['model']}" if s["model"] else ""))
+    return outcome.exit_code
 
 
 def _cheap_checks(config: TrainConfig) -> None:
@@ -177,7 +191,7 @@ def _options_of(args: argparse.Namespace) -> list[str]:
     """The given options of ``args`` as command-line words (without --nproc)."""
     words: list[str] = []
     for action in _PARSERS[args.task]._actions:
-        if not action.option_strings or action.dest in ("help", "nproc") or not hasattr(args, action.dest):
+        if not action.option_strings or action.dest in ("help", "nproc", "json") or not hasattr(args, action.dest):
             continue
         value = getattr(args, action.dest)
         if action.nargs == 0:  # a flag: store_true / store_false

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from rs_vlm_app.jobs.kinds.common import check_scene, check_second_model
-from rs_vlm_app.jobs.specs import JobSpec, ModelSpec, register
+from rs_vlm_app.jobs.kinds.common import check_scene, check_second_model, model_name
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
 
 
 @register
@@ -52,3 +53,34 @@ class CaptionSpec(JobSpec):
         check_second_model(self.clip_model, "clip_model", "clip")
         check_scene(self.scene, self.bands)
         check_output_file(Path(self.out))
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.tasks.captioning import LAYER, caption_scene
+
+        captioner = ctx.models.load(self.model, "coca", wrap=self._captioner, purpose="captioner")
+        clip = ctx.clip_encoder(self.clip_model) if self.clip_model is not None else None
+        result = caption_scene(Path(self.scene), Path(self.out), captioner, self.options(), clip=clip,
+                               reporter=ctx.reporter, cache=ctx.cache)
+        summary = {
+            "scene": str(self.scene), "out": str(result.out), "model": model_name(captioner, self.model),
+            "tiles": result.tiles, "decoded_now": result.decoded_now, "skipped": result.skipped,
+            "clip_scored": result.clip_scored, "crs": result.crs, "seconds": result.seconds,
+            "common_captions": common_captions(result.out, LAYER),
+        }
+        return JobResult([ResultFile(str(result.out), "tiles", "captions", [LAYER])], summary)
+
+    def _captioner(self, loaded):
+        from rs_vlm_app.models.captioner import CocaCaptioner
+
+        return CocaCaptioner(loaded, device=self.model.device, precision=self.model.precision,
+                             batch_size=self.model.batch_size)
+
+
+def common_captions(path: Path, layer: str, n: int = 5) -> list[list]:
+    """The ``n`` most common captions of the layer, as [caption, count], most common first."""
+    from collections import Counter
+
+    from pyogrio.raw import read
+
+    _meta, _fids, _geometry, fields = read(path, layer=layer, columns=["caption"], read_geometry=False)
+    return [[text, count] for text, count in Counter(fields[0]).most_common(n)]

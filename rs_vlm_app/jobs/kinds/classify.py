@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.jobs.kinds.common import check_scene, short
-from rs_vlm_app.jobs.specs import JobSpec, ModelSpec, register
+from rs_vlm_app.jobs.kinds.common import check_scene, model_name, short
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
 
 #: Where a class list given inline (a list of names) is kept in the output folder.
 INLINE_CLASSES_FILE = "classes.txt"
@@ -75,3 +76,29 @@ class ClassifySpec(JobSpec):
         self.model.check(family="clip")
         check_scene(self.scene, self.bands)
         check_output_dir(Path(self.out))
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.atomic import write_text_atomic
+        from rs_vlm_app.tasks.classify import classify_scene
+
+        out = Path(self.out)
+        classes_file = None
+        if isinstance(self.classes, list):
+            classes_file = out / INLINE_CLASSES_FILE
+            write_text_atomic(classes_file, "".join(f"{line.strip()}\n" for line in self.classes))
+        encoder = ctx.clip_encoder(self.model)
+        result = classify_scene(Path(self.scene), out, encoder,
+                                self.options(str(classes_file) if classes_file else None),
+                                reporter=ctx.reporter, cache=ctx.cache)
+        roles = {"classes.tif": ("raster", "classes", None), "classes.qml": ("style", "classes", None),
+                 "probabilities.tif": ("raster", "probabilities", None), "tiles.gpkg": ("tiles", "classes", ["tiles"]),
+                 "classify.json": ("report", "classify", None)}
+        files = [ResultFile(str(path), *roles[path.name]) for path in result.files if path.name in roles]
+        if classes_file is not None:
+            files.append(ResultFile(str(classes_file), "file", "class list"))
+        summary = {
+            "scene": str(self.scene), "out": str(out), "model": model_name(encoder, self.model),
+            "classes": result.classes, "class_source": str(classes_file or self.classes),
+            "tiles": result.tiles, "area_share": result.area_share, "seconds": result.seconds,
+        }
+        return JobResult(files, summary)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from rs_vlm_app.jobs.specs import JobSpec, register
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, register
 
 
 @register
@@ -42,3 +43,10 @@ class DatasetBuildSpec(JobSpec):
 
     def check(self) -> None:
         self.build_config()
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.mpgi.pipeline import build_dataset
+
+        summary = build_dataset(self.build_config(), reporter=ctx.reporter)
+        files = [ResultFile(summary.output, "folder", "dataset"), ResultFile(summary.manifest, "file", "manifest")]
+        return JobResult(files, summary.to_dict())

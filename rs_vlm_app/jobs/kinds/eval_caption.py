@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from rs_vlm_app.jobs.specs import JobSpec, register
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, register
 
 
 @register
@@ -33,3 +34,22 @@ class CaptionEvalSpec(JobSpec):
 
         match_ids(read_predictions(self.pred), read_references(self.refs), self.pred, self.refs)
         check_output_dir(Path(self.out))
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.evaluation.caption_metrics import (
+            PER_IMAGE_CSV,
+            RESULT_CSV,
+            RESULT_JSON,
+            evaluate_captions,
+        )
+
+        out = Path(self.out)
+        ctx.reporter.progress("score captions", 0, 1)
+        scores = evaluate_captions(self.pred, self.refs, out, spice=self.spice)
+        ctx.reporter.progress("score captions", 1, 1)
+        files = [ResultFile(str(out / RESULT_JSON), "report", "caption metrics"),
+                 ResultFile(str(out / RESULT_CSV), "table", "caption metrics"),
+                 ResultFile(str(out / PER_IMAGE_CSV), "table", "caption metrics per image")]
+        summary = {"images": scores.n_images, "metrics": scores.corpus, "skipped": scores.skipped,
+                   "tokenizer": scores.tokenizer}
+        return JobResult(files, summary)

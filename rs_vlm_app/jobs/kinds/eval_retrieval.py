@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from rs_vlm_app.jobs.specs import JobSpec, ModelSpec, register
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
 
 
 @register
@@ -33,3 +34,13 @@ class RetrievalEvalSpec(JobSpec):
         read_caption_csv(Path(self.data))
         check_output_dir(Path(self.out))
         self.model.check(family="clip")
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.evaluation.retrieval_eval import RESULT_CSV, RESULT_JSON, evaluate_retrieval
+
+        encoder = ctx.clip_encoder(self.model)
+        out = Path(self.out)
+        report = evaluate_retrieval(Path(self.data), encoder, out, reporter=ctx.reporter)
+        files = [ResultFile(str(out / RESULT_JSON), "report", "retrieval recall"),
+                 ResultFile(str(out / RESULT_CSV), "table", "retrieval recall")]
+        return JobResult(files, report)

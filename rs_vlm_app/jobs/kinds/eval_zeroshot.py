@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from rs_vlm_app.jobs.specs import JobSpec, ModelSpec, register
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
 
 
 @register
@@ -38,3 +39,22 @@ class ZeroshotEvalSpec(JobSpec):
         load_templates(self.templates)
         check_output_dir(Path(self.out))
         self.model.check(family="clip")
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.evaluation.zeroshot_eval import (
+            CONFUSION_CSV,
+            CONFUSION_PNG,
+            RESULT_CSV,
+            RESULT_JSON,
+            evaluate_zeroshot,
+        )
+
+        encoder = ctx.clip_encoder(self.model)
+        out = Path(self.out)
+        report = evaluate_zeroshot(Path(self.data), encoder, out, classes=self.classes, templates=self.templates,
+                                   reporter=ctx.reporter)
+        files = [ResultFile(str(out / RESULT_JSON), "report", "zero-shot accuracy"),
+                 ResultFile(str(out / RESULT_CSV), "table", "accuracy per class"),
+                 ResultFile(str(out / CONFUSION_CSV), "table", "confusion matrix"),
+                 ResultFile(str(out / CONFUSION_PNG), "file", "confusion matrix")]
+        return JobResult(files, report)

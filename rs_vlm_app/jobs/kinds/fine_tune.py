@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from rs_vlm_app.jobs.specs import JobSpec, register
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, register
 
 #: Spec fields named differently from rs_vlm_app.training.config.TrainConfig's settings.
 _RENAMED = {"out": "output_dir", "arch": "model"}
@@ -97,8 +98,8 @@ class FineTuneSpec(JobSpec):
         return resolve_config(self.task, self.settings())
 
     @classmethod
-    def from_train_config(cls, config, recipe: str | None = None) -> FineTuneSpec:
-        """The spec of a TrainConfig: every setting given explicitly."""
+    def from_train_config(cls, config) -> FineTuneSpec:
+        """The spec of a TrainConfig: every setting given explicitly (its recipe only named)."""
         values = config.to_dict()
         back = {v: k for k, v in _RENAMED.items()}
         names = {f.name for f in dataclasses.fields(cls)}
@@ -106,10 +107,29 @@ class FineTuneSpec(JobSpec):
         kwargs["out"] = Path(kwargs["out"])
         if kwargs.get("model_config"):
             kwargs["model_config"] = Path(kwargs["model_config"])
-        kwargs["recipe"] = recipe
         return cls(**kwargs)
 
     def check(self) -> None:
         from rs_vlm_app.training.recipes import check_inputs
 
         check_inputs(self.train_config())
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.training import train
+        from rs_vlm_app.training.metrics_log import EVAL_CSV, TRAIN_CSV
+        from rs_vlm_app.training.rundir import SUMMARY_JSON
+
+        result = train(self.train_config(), reporter=ctx.reporter)
+        run_dir = Path(result.run_dir)
+        files = []
+        if result.finished and result.model_path is not None and Path(result.model_path).is_file():
+            files.append(ResultFile(str(result.model_path), "checkpoint", "fine-tuned model"))
+        files.append(ResultFile(str(run_dir), "folder", "run folder"))
+        for name, role, title in ((TRAIN_CSV, "table", "training log"), (EVAL_CSV, "table", "evaluation log"),
+                                  (SUMMARY_JSON, "report", "run summary")):
+            if (run_dir / name).is_file():
+                files.append(ResultFile(str(run_dir / name), role, title))
+        summary = {"run_dir": str(run_dir), "steps": result.steps, "total_steps": result.total_steps,
+                   "finished": result.finished, "model": str(result.model_path) if result.model_path else None,
+                   "metrics": result.metrics}
+        return JobResult(files, summary)

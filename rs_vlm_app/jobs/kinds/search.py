@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.jobs.kinds.common import check_scene, scene_names, short
-from rs_vlm_app.jobs.specs import JobSpec, ModelSpec, register
+from rs_vlm_app.jobs.kinds.common import check_scene, model_name, scene_names, short
+from rs_vlm_app.jobs.protocol import ResultFile
+from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
 
 
 @register
@@ -60,3 +61,22 @@ class SearchSpec(JobSpec):
         for scene in self.scenes:
             check_scene(scene, self.bands)
         check_output_file(Path(self.out))
+
+    def run(self, ctx) -> JobResult:
+        from rs_vlm_app.tasks.search import LAYER, search_scenes
+
+        encoder = ctx.clip_encoder(self.model)
+        result = search_scenes([Path(s) for s in self.scenes], self.query, Path(self.out), encoder, self.options(),
+                               reporter=ctx.reporter, cache=ctx.cache)
+        files = [ResultFile(str(result.out), "tiles", result.query, [LAYER])]
+        if result.sheet is not None:
+            files.append(ResultFile(str(result.sheet), "file", "contact sheet"))
+        summary = {
+            "query": result.query, "out": str(result.out), "sheet": str(result.sheet) if result.sheet else None,
+            "model": model_name(encoder, self.model), "scenes": [str(s) for s in result.scenes],
+            "crs": result.crs, "crs_note": result.crs_note, "encoded_now": result.encoded_now,
+            "hits": [{"rank": h.rank, "score": h.score, "scene": h.scene, "window": list(h.window)}
+                     for h in result.hits],
+            "seconds": result.seconds,
+        }
+        return JobResult(files, summary)
