@@ -60,6 +60,7 @@ def view_quarter(iface, scene) -> QgsRectangle:
     return canvas.extent().intersect(full)
 
 
+@pytest.mark.slow
 def test_panel_captions_the_visible_extent(plugin, configured, iface, worker_kinds):
     need_kind(worker_kinds, "caption")
     panel = plugin.panel
