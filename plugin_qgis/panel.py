@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -39,7 +40,8 @@ from .worker import JobOutcome, WorkerError, WorkerService, check_interpreter
 
 RECENT_QUERIES = 20
 CLASS_SETS = (("AID (30 scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
-              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list from a file...", ""))
+              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list from a file...", ""),
+              ("Type class names...", "names"))
 
 
 class RsVlmPanel(QgsDockWidget):
@@ -52,6 +54,7 @@ class RsVlmPanel(QgsDockWidget):
         self.service = service
         self.tasks: list[WorkerJobTask] = []
         self._classes_file = ""
+        self._class_names: list[str] = []
         self._closed = False
 
         body = QWidget()
@@ -159,13 +162,21 @@ class RsVlmPanel(QgsDockWidget):
             scene, out / "captions.gpkg", config.captioner.to_spec(config.device), grid=config.grid or None))
 
     def run_classify(self) -> WorkerJobTask | None:
-        classes = self.class_set.currentData() or self._classes_file
-        if not classes:
-            self._class_set_chosen(self.class_set.currentIndex())
+        key = self.class_set.currentData()
+        if key == "names":
+            if not self._class_names:
+                self._class_set_chosen(self.class_set.currentIndex())
+            classes, label = list(self._class_names), ", ".join(self._class_names)
+            label = label if len(label) <= 40 else label[:37] + "..."
+        elif key:
+            classes, label = key, self.class_set.currentText().split(" (")[0]
+        else:
+            if not self._classes_file:
+                self._class_set_chosen(self.class_set.currentIndex())
             classes = self._classes_file
-            if not classes:
-                return None
-        label = self.class_set.currentText().split(" (")[0] if self.class_set.currentData() else Path(classes).stem
+            label = Path(classes).stem
+        if not classes:
+            return None
         return self._start("classify", f"classes: {label}", lambda scene, out, config: specs.classify(
             scene, out, config.clip.to_spec(config.device), classes, grid=config.grid or None))
 
@@ -291,7 +302,21 @@ class RsVlmPanel(QgsDockWidget):
         self.worker_label.setText(f"<small>Model: {model} · device {config.device}<br>{state}</small>")
 
     def _class_set_chosen(self, index: int) -> None:
-        if self.class_set.itemData(index):
+        key = self.class_set.itemData(index)
+        if key == "names":
+            text, ok = QInputDialog.getText(
+                self, "Class names", "Class names separated by ; (LABEL or LABEL = prompt words), at least two:",
+                QLineEdit.EchoMode.Normal, "; ".join(self._class_names))
+            names = [" ".join(n.split()) for n in text.split(";")] if ok else []
+            names = [n for n in names if n]
+            if ok and len(names) < 2:
+                self.report("type at least two class names separated by ; (e.g. lake; forest; farmland)",
+                            Qgis.MessageLevel.Warning)
+            if len(names) >= 2:
+                self._class_names = names
+                self.class_set.setItemText(index, f"Classes: {', '.join(names)}"[:60])
+            return
+        if key:
             return
         path, _filter = QFileDialog.getOpenFileName(self, "Class list (one class name per line)", "",
                                                     "Text files (*.txt);;All files (*)")

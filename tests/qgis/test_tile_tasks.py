@@ -106,6 +106,28 @@ def test_panel_classifies_with_a_class_list(plugin, configured, iface, worker_ki
     assert {"class_1", "prob_1"} <= set(tiles.fields().names())
 
 
+def test_panel_classifies_with_typed_class_names(plugin, configured, iface, worker_kinds, monkeypatch):
+    from qgis.PyQt.QtWidgets import QInputDialog
+
+    need_kind(worker_kinds, "classify")
+    panel = plugin.panel
+    scene = add_raster(NAIP, "naip")
+    panel.layer_combo.setLayer(scene)
+    names_index = panel.class_set.findData("names")
+    answers = iter([(" lake ", True), ("water = a lake or a river;  field ; forest", True)])
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *args, **kwargs: next(answers)))
+    panel.class_set.setCurrentIndex(names_index)
+    assert panel.run_classify() is None  # one name is not a class list
+    assert any("at least two class names" in m for m in iface.messages())
+    outcome = run(panel, panel.run_classify())
+    assert outcome.ok, outcome.message
+    group = top_group()
+    assert group.name() == "classes: water = a lake or a river, field, forest · naip"
+    classes = {node.layer().name(): node.layer() for node in group.findLayers()}["classes"]
+    assert {c.label for c in classes.renderer().classes()} >= {"water", "field", "forest"}
+    assert panel.class_set.itemText(names_index).startswith("Classes: water")
+
+
 def test_caption_algorithm(registry, configured, tmp_path, worker_kinds):
     need_kind(worker_kinds, "caption")
     result = processing.run("rsvlm:caption", {
