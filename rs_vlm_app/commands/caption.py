@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 from rs_vlm_app.commands import options
-from rs_vlm_app.commands.task_args import (
-    add_clip_model_options,
-    add_tile_options,
-    check_model_requests,
-    clip_request_from_args,
-    load_captioner,
-    load_clip_encoder,
-)
+from rs_vlm_app.commands.jobrun import add_json_option
+from rs_vlm_app.commands.task_args import add_clip_model_options, add_tile_options, clip_request_from_args
 
 EPILOG = """\
 output: OUT.gpkg, layer "captions", one polygon per tile in the scene's CRS (pixel coordinates for a
@@ -51,38 +44,41 @@ def register(tree) -> None:
     group.add_argument("--min-len", type=int, default=1, metavar="L", help="fewest tokens per caption (default 1)")
     group.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
                        help="beam ranking: log-probability / length**A (default 1: mean per token)")
+    add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.geo.raster import open_raster
-    from rs_vlm_app.tasks.captioning import CaptionOptions, caption_scene, check_output_file
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.jobs.kinds.caption import CaptionSpec
 
-    caption_options = CaptionOptions(
-        grid=args.grid, decoding=args.decoding, beams=args.beams, max_len=args.max_len, min_len=args.min_len,
-        length_penalty=args.length_penalty, bands=args.bands, min_valid=args.min_valid)
-    check_model_requests(args, family="coca", clip=True)
-    with open_raster(args.scene, bands=args.bands):
-        pass  # a bad raster or band list fails here, before the models load
-    check_output_file(args.out)
-    captioner = load_captioner(args)
-    clip_request = clip_request_from_args(args)
-    clip = load_clip_encoder(args, clip_request) if clip_request is not None else None
-    result = caption_scene(args.scene, args.out, captioner, caption_options, clip=clip, reporter=ConsoleReporter())
-    kept = result.tiles - result.decoded_now
-    print(f"{result.tiles} tiles captioned ({result.decoded_now} now, {kept} from the checkpoint; "
-          f"{result.skipped} skipped as nodata) -> {result.out} (layer captions, "
-          f"{'CRS ' + result.crs if result.crs else 'pixel coordinates'})")
-    _print_common(result.out)
+    spec = CaptionSpec(
+        scene=args.scene, out=args.out, model=model_spec_from_args(args), clip_model=clip_spec_from_args(args),
+        grid=args.grid, bands=list(args.bands) if args.bands else None, min_valid=args.min_valid,
+        decoding=args.decoding, beams=args.beams, max_len=args.max_len, min_len=args.min_len,
+        length_penalty=args.length_penalty)
+    outcome = run_spec(spec, args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    s = outcome.result.summary
+    kept = s["tiles"] - s["decoded_now"]
+    print(f"{s['tiles']} tiles captioned ({s['decoded_now']} now, {kept} from the checkpoint; "
+          f"{s['skipped']} skipped as nodata) -> {s['out']} (layer captions, "
+          f"{'CRS ' + s['crs'] if s['crs'] else 'pixel coordinates'})")
+    if s["common_captions"]:
+        print("most common captions:")
+        for text, count in s["common_captions"]:
+            print(f"  {count:6d}  {text}")
     return 0
 
 
-def _print_common(path: Path, n: int = 5) -> None:
-    from pyogrio.raw import read
+def clip_spec_from_args(args: argparse.Namespace):
+    """The ModelSpec of the --clip-* options (with the device options), or None when none was given."""
+    from rs_vlm_app.jobs.specs import ModelSpec
 
-    _meta, _fids, _geometry, fields = read(path, columns=["caption"], read_geometry=False)
-    common = Counter(fields[0]).most_common(n)
-    if common:
-        print("most common captions:")
-        for text, count in common:
-            print(f"  {count:6d}  {text}")
+    request = clip_request_from_args(args)
+    if request is None:
+        return None
+    return ModelSpec(name=request.name, checkpoint=request.checkpoint, arch=request.arch,
+                     model_config=request.model_config, quick_gelu=request.quick_gelu, device=args.device or "auto",
+                     precision=args.precision or "auto", batch_size=args.batch_size,
+                     allow_download=request.allow_download)

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from rs_vlm_app.commands import options
-from rs_vlm_app.commands.task_args import add_tile_options, check_model_requests, load_clip_encoder
+from rs_vlm_app.commands.jobrun import add_json_option
+from rs_vlm_app.commands.task_args import add_tile_options
 
 EPILOG = """\
 class lists: aid (30 classes), resisc45 (45), eurosat (10), or a text file with one class per line
@@ -44,27 +45,25 @@ def register(tree) -> None:
     options.add_model_options(parser)
     options.add_device_options(parser)
     add_tile_options(parser, default_grid="256")
+    add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.geo.raster import open_raster
-    from rs_vlm_app.tasks.classify import ClassifyOptions, classify_scene
-    from rs_vlm_app.tasks.localize import check_output_dir
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.jobs.kinds.classify import ClassifySpec
 
-    classify_options = ClassifyOptions(
-        classes=args.classes, templates=args.templates, grid=args.grid, top_k=args.top_k, bands=args.bands,
-        min_valid=args.min_valid, pixel=args.pixel, probabilities=not args.no_probabilities, cog=args.cog)
-    classes, templates = classify_options.load()
-    check_model_requests(args, family="clip")
-    with open_raster(args.scene, bands=args.bands):
-        pass  # a bad raster or band list fails here, before the model loads
-    check_output_dir(args.out)
-    encoder = load_clip_encoder(args)
-    result = classify_scene(args.scene, args.out, encoder, classify_options, reporter=ConsoleReporter())
-    print(f"{result.tiles} tiles, {len(classes)} classes ({classes.source}), {len(templates)} templates -> "
-          f"{', '.join(p.name for p in result.files)} in {result.out_dir}")
-    shares = sorted(result.area_share.items(), key=lambda item: -item[1])
+    spec = ClassifySpec(
+        scene=args.scene, classes=args.classes, out=args.out, model=model_spec_from_args(args),
+        templates=args.templates, grid=args.grid, bands=list(args.bands) if args.bands else None,
+        min_valid=args.min_valid, top_k=args.top_k, pixel=args.pixel, probabilities=not args.no_probabilities,
+        cog=args.cog)
+    outcome = run_spec(spec, args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    s = outcome.result.summary
+    names = ", ".join(Path(f.path).name for f in outcome.result.files)
+    print(f"{s['tiles']} tiles, {len(s['classes'])} classes ({s['class_source']}) -> {names} in {s['out']}")
+    shares = sorted(s["area_share"].items(), key=lambda item: -item[1])
     print("share of the classified area:")
     for label, share in shares[:10]:
         if share > 0:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from rs_vlm_app.commands.jobrun import add_json_option
+
 BUILD_HELP = """\
 Build (or resume) a captioned dataset as the config describes: sources -> rule facts -> MLLM relay
 and perspective descriptions -> LLM integration into final captions -> quality checks.
@@ -24,6 +26,7 @@ def register(tree) -> None:
     build.add_argument("config", type=Path, help="build configuration (YAML)")
     build.add_argument("--shard", metavar="I/N", help="build only shard I of N (1-based), e.g. 2/4")
     build.add_argument("--output", type=Path, metavar="DIR", help="dataset folder (overrides 'output' in the config)")
+    add_json_option(build)
 
     status = tree.command("dataset status", run_status, help="what a dataset build has done, what failed and why")
     status.add_argument("dataset", type=Path, help="dataset folder (or a manifest file)")
@@ -87,23 +90,17 @@ class ConsoleReporter:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from rs_vlm_app.mpgi.config import Shard, load_config
-    from rs_vlm_app.mpgi.pipeline import build_dataset
+    from rs_vlm_app.commands.jobrun import run_spec
+    from rs_vlm_app.jobs.kinds.dataset_build import DatasetBuildSpec
 
-    config = load_config(args.config)
-    if args.shard:
-        config = config.with_shard(Shard.parse(args.shard))
-    if args.output:
-        import dataclasses
-
-        config = dataclasses.replace(config, output=args.output.resolve())
-    reporter = ConsoleReporter()
-    reporter.install_signal_handler()
-    summary = build_dataset(config, reporter=reporter)
-    failed = summary.failed_units
-    print(f"{summary.output}: {summary.complete_images}/{summary.images} images complete, {summary.captions} captions "
-          f"({_verdicts(summary.verdicts)}); {failed} failed unit{'' if failed == 1 else 's'} this run")
-    return 0 if summary.status == "completed" else 1
+    outcome = run_spec(DatasetBuildSpec(config=args.config, out=args.output, shard=args.shard), args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    s = outcome.result.summary
+    failed = s["failed_units"]
+    print(f"{s['output']}: {s['complete_images']}/{s['images']} images complete, {s['captions']} captions "
+          f"({_verdicts(s['verdicts'])}); {failed} failed unit{'' if failed == 1 else 's'} this run")
+    return 0 if s["status"] == "completed" else 1
 
 
 def _verdicts(verdicts: dict[str, int]) -> str:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rs_vlm_app.commands import options
-from rs_vlm_app.commands.task_args import check_model_requests, load_clip_encoder
+from rs_vlm_app.commands.jobrun import add_json_option
 
 ZEROSHOT_EPILOG = """\
 DATA holds one sub-folder of images per class (the AID, RESISC45, EuroSAT layout). Class names come
@@ -50,6 +50,7 @@ def register(tree) -> None:
     parser.add_argument("--templates", metavar="FILE.txt", help="prompt templates (default: the built-in set)")
     options.add_model_options(parser)
     options.add_device_options(parser)
+    add_json_option(parser)
 
     parser = tree.command("eval retrieval", run_retrieval, help="image-text retrieval recall (R@1/5/10, mR)")
     parser.epilog = RETRIEVAL_EPILOG
@@ -57,6 +58,7 @@ def register(tree) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="output folder")
     options.add_model_options(parser)
     options.add_device_options(parser)
+    add_json_option(parser)
 
     parser = tree.command("eval caption", run_caption, help="caption metrics: BLEU, METEOR, ROUGE-L, CIDEr (SPICE)")
     parser.epilog = CAPTION_EPILOG
@@ -64,23 +66,20 @@ def register(tree) -> None:
     parser.add_argument("--refs", type=Path, required=True, metavar="REFS", help="reference captions (JSON or CSV)")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="output folder")
     parser.add_argument("--no-spice", action="store_true", help="skip SPICE even where it could run (it is slow)")
+    add_json_option(parser)
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.evaluation.image_data import scan_class_folders
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
     from rs_vlm_app.evaluation.report_files import format_table
-    from rs_vlm_app.evaluation.zeroshot_eval import evaluate_zeroshot, match_classes
-    from rs_vlm_app.tasks.classes import load_templates
-    from rs_vlm_app.tasks.localize import check_output_dir
+    from rs_vlm_app.jobs.kinds.eval_zeroshot import ZeroshotEvalSpec
 
-    match_classes(scan_class_folders(args.data), args.classes)
-    load_templates(args.templates)
-    check_output_dir(args.out)
-    check_model_requests(args, family="clip")
-    encoder = load_clip_encoder(args)
-    report = evaluate_zeroshot(args.data, encoder, args.out, classes=args.classes, templates=args.templates,
-                               reporter=ConsoleReporter())
+    spec = ZeroshotEvalSpec(data=args.data, out=args.out, model=model_spec_from_args(args), classes=args.classes,
+                            templates=args.templates)
+    outcome = run_spec(spec, args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    report = outcome.result.summary
     rows = [[label, v["images"], v["accuracy"]] for label, v in report["per_class"].items()]
     print(format_table(["class", "images", "accuracy %"], rows, digits=2))
     summary = [["top-1", report["top1"]], ["mean per class", report["mean_per_class"]]]
@@ -93,17 +92,14 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.evaluation.image_data import read_caption_csv
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
     from rs_vlm_app.evaluation.report_files import format_table
-    from rs_vlm_app.evaluation.retrieval_eval import evaluate_retrieval
-    from rs_vlm_app.tasks.localize import check_output_dir
+    from rs_vlm_app.jobs.kinds.eval_retrieval import RetrievalEvalSpec
 
-    read_caption_csv(args.data)
-    check_output_dir(args.out)
-    check_model_requests(args, family="clip")
-    encoder = load_clip_encoder(args)
-    report = evaluate_retrieval(args.data, encoder, args.out, reporter=ConsoleReporter())
+    outcome = run_spec(RetrievalEvalSpec(data=args.data, out=args.out, model=model_spec_from_args(args)), args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    report = outcome.result.summary
     ks = list(report["image_to_text"])
     rows = [["image -> text", *report["image_to_text"].values()], ["text -> image", *report["text_to_image"].values()]]
     print(format_table(["direction", *ks], rows, digits=2))
@@ -113,22 +109,18 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
 
 def run_caption(args: argparse.Namespace) -> int:
-    from rs_vlm_app.evaluation.caption_metrics import (
-        METRICS,
-        evaluate_captions,
-        match_ids,
-        read_predictions,
-        read_references,
-    )
+    from rs_vlm_app.commands.jobrun import run_spec
+    from rs_vlm_app.evaluation.caption_metrics import METRICS
     from rs_vlm_app.evaluation.report_files import format_table
-    from rs_vlm_app.tasks.localize import check_output_dir
+    from rs_vlm_app.jobs.kinds.eval_caption import CaptionEvalSpec
 
-    match_ids(read_predictions(args.pred), read_references(args.refs), args.pred, args.refs)
-    check_output_dir(args.out)
-    scores = evaluate_captions(args.pred, args.refs, args.out, spice=not args.no_spice)
-    rows = [[m, scores.corpus[m]] for m in METRICS if m in scores.corpus]
-    print(format_table([f"{scores.n_images} images", "score"], rows, digits=4))
-    for metric, reason in scores.skipped.items():
+    outcome = run_spec(CaptionEvalSpec(pred=args.pred, refs=args.refs, out=args.out, spice=not args.no_spice), args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    s = outcome.result.summary
+    rows = [[m, s["metrics"][m]] for m in METRICS if m in s["metrics"]]
+    print(format_table([f"{s['images']} images", "score"], rows, digits=4))
+    for metric, reason in s["skipped"].items():
         print(f"note: {metric}: {reason}")
     print(f"written: {args.out / 'caption_metrics.json'}, caption_metrics.csv, caption_metrics_per_image.csv")
     return 0

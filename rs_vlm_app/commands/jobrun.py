@@ -24,6 +24,7 @@ from rs_vlm_app.jobs.runner import Outcome, run_job
 from rs_vlm_app.jobs.specs import JobSpec, ModelSpec
 
 CANCELLED_TEXT = "rsvlm: cancelled; finished work is kept, run the same command again to resume"
+STOPPING_TEXT = "stopping at the next batch"
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +52,11 @@ def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
     )
 
 
-def run_spec(spec: JobSpec, args: argparse.Namespace) -> Outcome:
-    """Run ``spec`` here; ``args.json`` selects raw events on stdout, else progress on stderr."""
+def run_spec(spec: JobSpec, args: argparse.Namespace, stopping: str = STOPPING_TEXT) -> Outcome:
+    """Run ``spec`` here; ``args.json`` selects raw events on stdout, else progress on stderr.
+
+    Ctrl-C or SIGTERM asks the job to stop at its next batch (``stopping`` says so on stderr); a
+    second one stops at once."""
     cancel = threading.Event()
     if getattr(args, "json", False):
         from rs_vlm_app.jobs.runner import hello
@@ -65,34 +69,37 @@ def run_spec(spec: JobSpec, args: argparse.Namespace) -> Outcome:
             emit(protocol.Error(message=str(exc), kind="user"))
             return Outcome("error", EXIT_USER_ERROR, protocol.Error(message=str(exc), kind="user"))
         emit(hello("inprocess"))
-        with _ctrl_c_cancels(cancel, quiet=True):
+        with _ctrl_c_cancels(cancel, None):
             return run_job(spec, emit, cancel=cancel)
     console = EventConsole(sys.stderr, verbose=getattr(args, "verbose", False))
     try:
-        with _ctrl_c_cancels(cancel, quiet=False):
+        with _ctrl_c_cancels(cancel, stopping):
             return run_job(spec, console, cancel=cancel)
     finally:
         console.close()
 
 
 @contextlib.contextmanager
-def _ctrl_c_cancels(cancel: threading.Event, quiet: bool) -> Iterator[None]:
+def _ctrl_c_cancels(cancel: threading.Event, stopping: str | None) -> Iterator[None]:
+    """The first SIGINT or SIGTERM sets ``cancel`` (and prints ``stopping``, unless None); a second
+    one raises KeyboardInterrupt: stop now."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_interrupt(signum, frame):
+    def on_signal(signum, frame):
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
-        if not quiet:
-            print("\nrsvlm: stopping at the next batch (Ctrl-C again to stop now)", file=sys.stderr)
+        if stopping is not None:
+            print(f"\nrsvlm: {stopping} (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class EventConsole:

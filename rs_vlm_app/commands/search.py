@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from rs_vlm_app.commands import options
-from rs_vlm_app.commands.task_args import add_tile_options, check_model_requests, load_clip_encoder
+from rs_vlm_app.commands.jobrun import add_json_option
+from rs_vlm_app.commands.task_args import add_tile_options
 
 EPILOG = """\
 The last positional argument is the query; the ones before it are the scenes. Each scene is encoded
@@ -40,6 +41,7 @@ def register(tree) -> None:
     options.add_model_options(parser)
     options.add_device_options(parser)
     add_tile_options(parser, default_grid="256")
+    add_json_option(parser)
 
 
 def split_inputs(inputs: list[str]) -> tuple[list[Path], str]:
@@ -58,25 +60,22 @@ def split_inputs(inputs: list[str]) -> tuple[list[Path], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rs_vlm_app.commands.console import ConsoleReporter
-    from rs_vlm_app.geo.raster import open_raster
-    from rs_vlm_app.tasks.captioning import check_output_file
-    from rs_vlm_app.tasks.search import SearchOptions, search_scenes
+    from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.jobs.kinds.search import SearchSpec
 
     scenes, query = split_inputs(args.inputs)
-    search_options = SearchOptions(top_k=args.top_k, grid=args.grid, bands=args.bands, min_valid=args.min_valid,
-                                   crs=args.crs, contact_sheet=not args.no_sheet, columns=args.columns)
-    check_model_requests(args, family="clip")
-    for scene in scenes:
-        with open_raster(scene, bands=args.bands):
-            pass  # a bad raster fails here, before the model loads
-    check_output_file(args.out)
-    encoder = load_clip_encoder(args)
-    result = search_scenes(scenes, query, args.out, encoder, search_options, reporter=ConsoleReporter())
-    print(f"{query!r}: {len(result.hits)} best tiles of {len(scenes)} scene(s) ({result.encoded_now} encoded now, "
-          f"the rest from the cache) -> {result.out}" + (f", {result.sheet}" if result.sheet else ""))
-    print(f"footprints in {result.crs_note}")
-    for hit in result.hits[:10]:
-        r0, r1, c0, c1, _ = hit.window
-        print(f"  #{hit.rank:<3d} {hit.score:.4f}  {scenes[hit.scene].name}  rows {r0}-{r1}, columns {c0}-{c1}")
+    spec = SearchSpec(
+        scenes=scenes, query=query, out=args.out, model=model_spec_from_args(args), top_k=args.top_k,
+        grid=args.grid, bands=list(args.bands) if args.bands else None, min_valid=args.min_valid, crs=args.crs,
+        contact_sheet=not args.no_sheet, columns=args.columns)
+    outcome = run_spec(spec, args)
+    if outcome.result is None or args.json:
+        return outcome.exit_code
+    s = outcome.result.summary
+    print(f"{s['query']!r}: {len(s['hits'])} best tiles of {len(scenes)} scene(s) ({s['encoded_now']} encoded now, "
+          f"the rest from the cache) -> {s['out']}" + (f", {s['sheet']}" if s["sheet"] else ""))
+    print(f"footprints in {s['crs_note']}")
+    for hit in s["hits"][:10]:
+        r0, r1, c0, c1, _ = hit["window"]
+        print(f"  #{hit['rank']:<3d} {hit['score']:.4f}  {scenes[hit['scene']].name}  rows {r0}-{r1}, columns {c0}-{c1}")
     return 0

@@ -14,9 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
+from rs_vlm_app.commands.jobrun import add_json_option
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.training.config import TrainConfig
 
@@ -121,6 +120,7 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
     run.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S)
     run.add_argument("--stop-after-steps", type=int, default=S, metavar="N",
                      help="stop (resumably) once the run reaches this many optimizer steps")
+    add_json_option(parser)
 
 
 def _towers(value: str) -> list[str]:
@@ -128,30 +128,11 @@ def _towers(value: str) -> list[str]:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults <- recipe <- given options; paths made absolute so the run's identity is stable."""
-    from rs_vlm_app.training.recipes import load_recipe
+    """Defaults <- recipe <- given options (rs_vlm_app.training.recipes.resolve_config)."""
+    from rs_vlm_app.training.recipes import resolve_config
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    values: dict[str, Any] = {}
-    if "recipe" in given:
-        recipe = load_recipe(given["recipe"])
-        if recipe.get("task", args.task) != args.task:
-            raise UserError(f"recipe {given['recipe']!r} is for `rsvlm train {recipe['task']}`")
-        values.update(recipe)
-    values.update(given)
-    values["task"] = args.task
-    for key in ("data", "val_data", "val_zeroshot", "zeroshot_templates", "model_config", "output_dir"):
-        if values.get(key):
-            values[key] = _absolute(values[key])
-    if values.get("init") and Path(values["init"]).expanduser().is_file():
-        values["init"] = str(Path(values["init"]).expanduser().resolve())
-    return TrainConfig.from_dict(values).validate()
-
-
-def _absolute(spec: str) -> str:
-    if "::" in spec:
-        return "::".join(_absolute(part) for part in spec.split("::"))
-    return str(Path(spec).expanduser().absolute())
+    return resolve_config(args.task, given)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -161,28 +142,31 @@ def _run(args: argparse.Namespace) -> int:
         return _launch_torchrun(args)
     if args.nproc < 1:
         raise UserError("--nproc must be at least 1")
-    from rs_vlm_app.training.loop import train
+    if "LOCAL_RANK" in os.environ:  # one of the processes torchrun started: report as plain log lines
+        from rs_vlm_app.training.loop import train
 
-    reporter = _CliReporter()
-    with reporter.handling_signals():
-        train(config, reporter=reporter)
-    return 0
+        reporter = _CliReporter()
+        with reporter.handling_signals():
+            train(config, reporter=reporter)
+        return 0
+    from rs_vlm_app.commands.jobrun import run_spec
+    from rs_vlm_app.jobs.kinds.fine_tune import FineTuneSpec
+
+    outcome = run_spec(FineTuneSpec.from_train_config(config), args,
+                       stopping="stop requested: finishing the current step and writing a checkpoint")
+    if outcome.result is not None and not args.json:
+        s = outcome.result.summary
+        state = "finished" if s["finished"] else "stopped"
+        print(f"{s['run_dir']}: {state} at step {s['steps']} of {s['total_steps']}"
+              + (f"; model {s['model']}" if s["model"] else ""))
+    return outcome.exit_code
 
 
 def _cheap_checks(config: TrainConfig) -> None:
     """Input mistakes answered before torch loads (seconds)."""
-    from rs_vlm_app.training import rundir
-    from rs_vlm_app.training.data import check_caption_source
+    from rs_vlm_app.training.recipes import check_inputs
 
-    check_caption_source(config.data, config.csv_image_key, config.csv_caption_key)
-    if config.val_data:
-        check_caption_source(config.val_data, config.csv_image_key, config.csv_caption_key)
-    if config.val_zeroshot:
-        check_caption_source(config.val_zeroshot, "filepath", "label")
-    init = Path(config.init).expanduser()
-    if config.init not in ("none",) and (any(s in config.init for s in "/\\") or init.suffix) and not init.is_file():
-        raise UserError("--init: no such checkpoint file", path=config.init)
-    rundir.inspect(config)
+    check_inputs(config)
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
@@ -207,7 +191,7 @@ def _options_of(args: argparse.Namespace) -> list[str]:
     """The given options of ``args`` as command-line words (without --nproc)."""
     words: list[str] = []
     for action in _PARSERS[args.task]._actions:
-        if not action.option_strings or action.dest in ("help", "nproc") or not hasattr(args, action.dest):
+        if not action.option_strings or action.dest in ("help", "nproc", "json") or not hasattr(args, action.dest):
             continue
         value = getattr(args, action.dest)
         if action.nargs == 0:  # a flag: store_true / store_false

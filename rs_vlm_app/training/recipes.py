@@ -58,3 +58,49 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"not a valid TOML recipe: {exc}", path=path) from None
+
+
+#: TrainConfig settings holding file paths (or ``::``-joined lists of them).
+_PATH_SETTINGS = ("data", "val_data", "val_zeroshot", "zeroshot_templates", "model_config", "output_dir")
+
+
+def resolve_config(task: str, given: dict[str, Any]) -> TrainConfig:
+    """Defaults <- ``given["recipe"]`` <- the other ``given`` settings, validated; paths made absolute
+    so the run's identity does not depend on the working directory."""
+    values: dict[str, Any] = {}
+    if given.get("recipe"):
+        recipe = load_recipe(given["recipe"])
+        if recipe.get("task", task) != task:
+            raise UserError(f"recipe {given['recipe']!r} is for `rsvlm train {recipe['task']}`")
+        values.update(recipe)
+    values.update(given)
+    values["task"] = task
+    for key in _PATH_SETTINGS:
+        if values.get(key):
+            values[key] = _absolute(str(values[key]))
+    if values.get("init") and Path(values["init"]).expanduser().is_file():
+        values["init"] = str(Path(values["init"]).expanduser().resolve())
+    return TrainConfig.from_dict(values).validate()
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Input mistakes answered before torch loads (seconds): data files and columns, the initial
+    checkpoint, and a run directory holding another run."""
+    from rs_vlm_app.training import rundir
+    from rs_vlm_app.training.data import check_caption_source
+
+    check_caption_source(config.data, config.csv_image_key, config.csv_caption_key)
+    if config.val_data:
+        check_caption_source(config.val_data, config.csv_image_key, config.csv_caption_key)
+    if config.val_zeroshot:
+        check_caption_source(config.val_zeroshot, "filepath", "label")
+    init = Path(config.init).expanduser()
+    if config.init not in ("none",) and (any(s in config.init for s in "/\\") or init.suffix) and not init.is_file():
+        raise UserError("--init: no such checkpoint file", path=config.init)
+    rundir.inspect(config)
+
+
+def _absolute(spec: str) -> str:
+    if "::" in spec:
+        return "::".join(_absolute(part) for part in spec.split("::"))
+    return str(Path(spec).expanduser().absolute())
