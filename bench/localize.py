@@ -120,7 +120,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from rs_vlm_app.geo.grid import SELO_GRID, build_windows
     from rs_vlm_app.geo.raster import open_raster
-    from rs_vlm_app.models.encoder import fast_tile_transform
+    from rs_vlm_app.models.preprocess import fast_tile_transform
     from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
     from rs_vlm_app.tasks.localize import localize
 

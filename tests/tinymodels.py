@@ -51,28 +51,14 @@ def build_model(config_path: Path, seed: int = 0, quick_gelu: bool = False):
     import open_clip
     import torch
 
+    from rs_vlm_app.models.open_clip_fixes import init_uninitialized
+
     open_clip.add_model_config(config_path)
     torch.manual_seed(seed)
     model = open_clip.create_model(config_path.stem, pretrained=None, force_quick_gelu=quick_gelu)
     init_uninitialized(model)
     model.eval()
     return model
-
-
-def init_uninitialized(model) -> None:
-    """Give open_clip 3.3.0's CoCa decoder projection real values (seeded by the caller's torch seed).
-
-    open_clip creates ``text_decoder.text_projection`` with torch.empty and never initialises it
-    (MultimodalTransformer.init_parameters is not called), so a random CoCa holds whatever was in
-    memory: different on every run, sometimes NaN.
-    """
-    import torch
-
-    decoder = getattr(model, "text_decoder", None)
-    projection = getattr(decoder, "text_projection", None)
-    if projection is not None:
-        with torch.no_grad():
-            torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
 
 
 def save_checkpoint(model, path: Path, fmt: str = "state_dict") -> Path:

@@ -1,5 +1,5 @@
 """Options of the caption, classify and search commands beyond the shared model/device groups:
-the tile grid, band choice, a second (CLIP) model for `rsvlm caption`, and model loading.
+the tile grid, band choice and a second (CLIP) model for `rsvlm caption`.
 
 Standard library only at import time.
 """
@@ -79,49 +79,3 @@ def clip_request_from_args(args: argparse.Namespace):
         model_config=args.clip_model_config, quick_gelu=args.clip_quick_gelu,
         allow_download=False if getattr(args, "offline", False) else None,
     )
-
-
-def _explain_other_option(exc, flag_prefix: str):
-    """Name the --clip-* options in errors about the second model."""
-    from rs_vlm_app.errors import UserError
-
-    text = str(exc)
-    for flag in ("--model-config", "--checkpoint", "--model", "--arch", "--quick-gelu"):
-        text = text.replace(flag, f"--{flag_prefix}{flag[2:]}")
-    return UserError(text)
-
-
-def check_model_requests(args: argparse.Namespace, *, family: str, clip: bool = False) -> None:
-    """Cheap checks of the model options (files exist, names known, family right) before any loading."""
-    from rs_vlm_app.commands.options import model_request_from_args
-    from rs_vlm_app.errors import UserError
-    from rs_vlm_app.models.factory import check_request
-
-    check_request(model_request_from_args(args), expect_family=family)
-    request = clip_request_from_args(args) if clip else None
-    if request is not None:
-        try:
-            check_request(request, expect_family="clip")
-        except UserError as exc:
-            raise _explain_other_option(exc, "clip-") from None
-
-
-def load_clip_encoder(args: argparse.Namespace, request=None):
-    """A ClipEncoder for the model options (or for ``request``), with the device options."""
-    from rs_vlm_app.commands.options import model_request_from_args
-    from rs_vlm_app.models.encoder import ClipEncoder
-    from rs_vlm_app.models.factory import get_model
-
-    request = request or model_request_from_args(args)
-    loaded = get_model(request, args.device, args.precision, expect_family="clip")
-    return ClipEncoder(loaded, device=args.device, precision=args.precision, batch_size=args.batch_size)
-
-
-def load_captioner(args: argparse.Namespace):
-    """A CocaCaptioner for the model options, with the device options."""
-    from rs_vlm_app.commands.options import model_request_from_args
-    from rs_vlm_app.models.captioner import CocaCaptioner
-    from rs_vlm_app.models.factory import get_model
-
-    loaded = get_model(model_request_from_args(args), args.device, args.precision, expect_family="coca")
-    return CocaCaptioner(loaded, device=args.device, precision=args.precision, batch_size=args.batch_size)

@@ -244,14 +244,17 @@ class RasterSource:
         return _fingerprint.local_files(names)
 
     def fingerprint(self) -> str:
-        """Cheap content hash: sizes and sampled bytes of :attr:`files`, raster size, band choice and
-        stretch. Changes when pixels (in sampled bytes) or the RGB recipe change; not when the file
-        is renamed or touched."""
+        """Cheap content hash: sizes and sampled bytes of :attr:`files`, raster size, band choice,
+        stretch and what counts as nodata. Changes when pixels (in sampled bytes) or the RGB recipe
+        change; not when the file is renamed or touched, nor when GDAL (or QGIS, which computes
+        statistics on display) writes a ``.aux.xml`` statistics sidecar beside it."""
         recipe = (
             f"{self.width}x{self.height}x{self.count}:{self.dtype}:bands={self.band_indexes}:"
-            f"stretch={self.stretch}:palette={self._palette is not None}"
+            f"stretch={self.stretch}:palette={self._palette is not None}:"
+            f"nodata={self._nodata}:mask={self._mask_mode}"
         )
-        return _fingerprint.sampled_digest(self.files, extra=recipe)
+        pixels = [f for f in self.files if not f.lower().endswith(".aux.xml")]
+        return _fingerprint.sampled_digest(pixels, extra=recipe)
 
     def profile_for_output(self, out_shape: tuple[int, int] | None = None) -> dict[str, Any]:
         """``{"crs", "transform"}`` for an output raster over this raster's footprint, at full

@@ -30,8 +30,9 @@ from rs_vlm_app.gui.jobs import CANCELLED, DONE, FAILED, Job, JobManager
 from rs_vlm_app.gui.jobs_panel import JobsPanel
 from rs_vlm_app.gui.layers import HeatmapLayer, Layer, VectorLayer, gpkg_layers, painter_path
 from rs_vlm_app.gui.map_view import Z_HIGHLIGHT, MapView
-from rs_vlm_app.gui.model_picker import ModelPicker
+from rs_vlm_app.gui.model_picker import ModelChoice, ModelPicker
 from rs_vlm_app.gui.panels import InfoPanel, LayerPanel, MessageBar
+from rs_vlm_app.gui.tile_jobs import CaptionDialog, ClassifyDialog
 
 MAX_RECENT = 10
 VECTOR_SUFFIXES = (".gpkg",)
@@ -128,6 +129,12 @@ class MainWindow(QMainWindow):
         self.run_spec_action = QAction("Run job &spec…", self)
         self.run_spec_action.setToolTip("Run a job spec JSON file (see docs/jobs.md) in a worker of its own")
         self.run_spec_action.triggered.connect(self._run_spec_dialog)
+        self.caption_action = QAction("&Caption tiles…", self)
+        self.caption_action.setToolTip("Caption every tile of the scene with a CoCa model (a tiles layer)")
+        self.caption_action.triggered.connect(self._caption_dialog)
+        self.classify_action = QAction("C&lassify tiles…", self)
+        self.classify_action.setToolTip("Zero-shot classes of every tile of the scene with the toolbar's CLIP model")
+        self.classify_action.triggered.connect(self._classify_dialog)
         self.results_action = QAction("&Results folder…", self)
         self.results_action.triggered.connect(self._results_dialog)
         self.export_view_action = QAction("Export map &view as PNG…", self)
@@ -186,6 +193,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.export_view_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
+        tiles_menu = self.menuBar().addMenu("&Tiles")
+        tiles_menu.addAction(self.caption_action)
+        tiles_menu.addAction(self.classify_action)
         view_menu = self.menuBar().addMenu("&View")
         for action in (self.zoom_full_action, self.zoom_in_action, self.zoom_out_action):
             view_menu.addAction(action)
@@ -203,7 +213,7 @@ class MainWindow(QMainWindow):
         has_scene = self.scene_path is not None
         self.ask_button.setEnabled(has_scene and bool(self.query.text().strip()))
         for action in (self.add_layer_action, self.zoom_full_action, self.zoom_in_action,
-                       self.zoom_out_action, self.export_view_action):
+                       self.zoom_out_action, self.export_view_action, self.caption_action, self.classify_action):
             action.setEnabled(has_scene)
 
     # -- opening files ----------------------------------------------------------------------------------
@@ -352,6 +362,79 @@ class MainWindow(QMainWindow):
         self.query.selectAll()
         return job
 
+    def caption_tiles(self, choice: ModelChoice, grid: str = "256", decoding: str = "beam",
+                      clip_score: bool = False) -> Job | None:
+        """Caption every tile of the open scene with the CoCa model ``choice``; the captions become a
+        tiles layer when the job is done."""
+        if not self._scene_for_tiles():
+            return None
+        device, precision = self.model_picker.device.currentData(), self.model_picker.precision.currentData()
+        spec: dict[str, Any] = {"kind": "caption", "scene": str(self.scene_path), "model": choice.spec(device, precision),
+                                "out": str(self.results_folder() / f"{self.scene_path.stem}_captions.gpkg"),
+                                "grid": grid, "decoding": decoding}
+        if clip_score:
+            clip = self.model_picker.model_spec()
+            if clip is None:
+                self.messages.show_message("Choose a CLIP model in the toolbar to score the captions.", "warning")
+                return None
+            spec["clip_model"] = clip
+        return self._submit_tile_job(spec, f"captions of {self.scene_path.name}")
+
+    def classify_tiles(self, classes: str | list[str], grid: str = "256") -> Job | None:
+        """Classify every tile of the open scene (a bundled class list or the given classes) with the
+        toolbar's CLIP model; the classes become a tiles layer when the job is done."""
+        if not self._scene_for_tiles():
+            return None
+        model = self.model_picker.model_spec()
+        if model is None:
+            self.messages.show_message("Choose a model in the toolbar (or a custom checkpoint).", "warning")
+            return None
+        name = classes if isinstance(classes, str) else "my_classes"
+        spec = {"kind": "classify", "scene": str(self.scene_path), "classes": classes, "model": model,
+                "out": str(self.results_folder() / f"classes_{name}"), "grid": grid}
+        return self._submit_tile_job(spec, f"classes ({name}) of {self.scene_path.name}")
+
+    def _scene_for_tiles(self) -> bool:
+        if self.scene_path is None:
+            self.messages.show_message("Open a scene first (File › Open scene, or drop a raster on the map).",
+                                       "warning")
+            return False
+        return True
+
+    def _submit_tile_job(self, spec: dict[str, Any], title: str) -> Job:
+        job = self.jobs.submit(spec, title=title, interactive=True)  # the persistent worker: models stay loaded
+        self.jobs_panel.select(job)
+        self.messages.show_message(f"{title}: started; the tiles appear as a layer when it is done.", "info")
+        return job
+
+    def _caption_dialog(self) -> None:
+        dialog = CaptionDialog(self.settings, self)
+        if dialog.exec():
+            values = dialog.values()
+            self.caption_tiles(values["choice"], values["grid"], values["decoding"], values["clip_score"])
+
+    def _classify_dialog(self) -> None:
+        dialog = ClassifyDialog(self.settings, self)
+        if dialog.exec():
+            values = dialog.values()
+            self.classify_tiles(values["classes"], values["grid"])
+
+    def _load_tiles(self, job: Job) -> list[VectorLayer]:
+        """Show a job's tiles layers (captions, classes, search hits) when its scene is the open one."""
+        if job.result is None or self.scene_path is None:
+            return []
+        scene = Path(str(job.spec.get("scene", "")))
+        if scene.resolve() != self.scene_path.resolve():
+            return []
+        added: list[VectorLayer] = []
+        for f in job.result.files:
+            if f.role == "tiles":
+                group = job.title
+                self.layers.remove_group(group)  # a job run again replaces its layer
+                added += self.add_vector_file(Path(f.path), group, only=f.layers or None)
+                self.layers.select_group(group)
+        return added
+
     def _remember_query(self, query: str) -> None:
         history = [query] + [q for q in (self.settings.value("queries/history", [], type=list) or []) if q != query]
         self.settings.setValue("queries/history", history[:50])
@@ -368,6 +451,9 @@ class MainWindow(QMainWindow):
                     self.messages.show_message(
                         f"“{query}”: {spots if spots is not None else 'no'} hot spot(s). "
                         f"Files: {Path(job.result.summary.get('out', '')).as_posix()}", "success")
+            elif job.kind in ("caption", "classify") and self._load_tiles(job):
+                self.messages.show_message(f"{job.title}: {job.result.summary.get('tiles', '?')} tiles, shown as "
+                                           "a layer; hover a tile to read it.", "success")
             else:
                 self.messages.show_message(f"{job.title}: done. Open its result from the Jobs panel.", "success")
         elif job.state == FAILED:

@@ -56,11 +56,12 @@ def encode_scene(
     """
     reporter = reporter or NullReporter()
     cache = cache or EmbeddingCache()
-    windows = build_windows(grid, source.height, source.width)
+    windows = build_windows(grid, source.height, source.width, path=source.path)
     key = cache_key(
         scene=source.fingerprint(),
         model=encoder.fingerprint,
         preprocess=encoder.preprocess_key(),
+        precision=getattr(encoder, "precision", "fp32"),  # fp16/bf16 embeddings differ from fp32 ones
         tiles=preprocessing.name,
         windows=windows,
         min_valid=min_valid,

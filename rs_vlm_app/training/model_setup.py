@@ -102,7 +102,11 @@ def initial_weights(config: TrainConfig) -> nn.Module:
     qg = config.use_quick_gelu
     init = config.init
     if init == "none":
-        return _quiet(lambda: open_clip.create_model(name, pretrained=None, force_quick_gelu=qg, output_dict=True))
+        from rs_vlm_app.models.open_clip_fixes import init_uninitialized
+
+        model = _quiet(lambda: open_clip.create_model(name, pretrained=None, force_quick_gelu=qg, output_dict=True))
+        init_uninitialized(model)
+        return model
     path = Path(init).expanduser()
     if path.is_file():
         model = _quiet(lambda: open_clip.create_model(name, pretrained=None, force_quick_gelu=qg, output_dict=True))

@@ -328,6 +328,19 @@ def test_fingerprint_follows_pixels_not_names_or_mtime(tmp_path):
         assert x.fingerprint() != y.fingerprint()
 
 
+def test_fingerprint_ignores_a_statistics_sidecar(tmp_path):
+    """QGIS writes SCENE.aux.xml with statistics when it displays a raster; the pixels did not change."""
+    copy = tmp_path / "scene.tif"
+    shutil.copy(NAIP, copy)
+    with open_raster(copy) as a:
+        before = a.fingerprint()
+    (tmp_path / "scene.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><Metadata><MDI key="STATISTICS_MEAN">81.3</MDI></Metadata>'
+        "</PAMRasterBand></PAMDataset>")
+    with open_raster(copy) as b:
+        assert b.fingerprint() == before
+
+
 def test_fingerprint_of_a_vrt_follows_its_sources(tmp_path):
     source = tmp_path / "source.tif"
     shutil.copy(NAIP, source)

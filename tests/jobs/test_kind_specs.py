@@ -27,7 +27,7 @@ EXAMPLES = {
                        "model": {"name": "remoteclip-vit-b-32", "batch_size": 8}},
     "eval-caption": {"kind": "eval-caption", "pred": "/p.json", "refs": "/r.json", "out": "/tmp/e", "spice": False},
     "dataset-build": {"kind": "dataset-build", "config": "/c/build.yaml", "out": "/tmp/ds", "shard": "2/4"},
-    "fine-tune": {"kind": "fine-tune", "task": "coca", "data": "/d/train.csv", "out": "/tmp/run", "recipe": "lora",
+    "fine-tune": {"kind": "fine-tune", "task": "coca", "data": "/d/train.csv", "out": "/tmp/run", "recipe": "rs-coca",
                   "epochs": 2, "lr": 1e-5, "lora_towers": ["image", "decoder"], "precision": "amp_bf16"},
 }
 
@@ -68,5 +68,35 @@ def test_bad_fields_are_named(kind, overrides, words):
 
 def test_fine_tune_gives_only_the_settings_set():
     spec = spec_from_dict(EXAMPLES["fine-tune"])
-    assert spec.settings() == {"data": "/d/train.csv", "output_dir": "/tmp/run", "recipe": "lora", "epochs": 2,
+    assert spec.settings() == {"data": "/d/train.csv", "output_dir": "/tmp/run", "recipe": "rs-coca", "epochs": 2,
                                "lr": 1e-5, "lora_towers": ["image", "decoder"], "precision": "amp_bf16"}
+
+
+def check_error(data: dict) -> str:
+    spec = spec_from_dict(data)
+    with pytest.raises(UserError) as info:
+        spec.check()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_checks_name_the_file_or_field(tmp_path):
+    missing = tmp_path / "nope.tif"
+    assert check_error({**EXAMPLES["caption"], "model": {}, "clip_model": None, "scene": str(missing),
+                        "out": str(tmp_path / "c.gpkg")}).startswith(str(missing))
+    assert check_error({**EXAMPLES["caption"], "model": {}, "clip_model": None,
+                        "out": str(tmp_path / "c.shp")}) == f"{tmp_path / 'c.shp'}: the output must be a .gpkg file"
+    message = check_error({**EXAMPLES["caption"], "model": {}, "clip_model": {"checkpoint": str(tmp_path / "w.pt"),
+                                                                                "arch": "ViT-B-32"}})
+    assert message == f"clip_model: {tmp_path / 'w.pt'}: model file not found"
+    assert "at least two classes" in check_error({**EXAMPLES["classify"], "classes": ["lake"], "out": str(tmp_path)})
+    assert "no such class file" in check_error({**EXAMPLES["classify"], "classes": "nope", "out": str(tmp_path)})
+    assert "the query is empty" in check_error({**EXAMPLES["search"], "query": "  "})
+    assert check_error({**EXAMPLES["search"], "scenes": [str(missing)]}) == f"{missing}: file not found"
+    assert str(tmp_path / "aid") in check_error({**EXAMPLES["eval-zeroshot"], "data": str(tmp_path / "aid")})
+    assert str(tmp_path / "p.json") in check_error({**EXAMPLES["eval-caption"], "pred": str(tmp_path / "p.json")})
+    assert check_error({**EXAMPLES["dataset-build"], "config": str(tmp_path / "b.yaml")}) == (
+        f"{tmp_path / 'b.yaml'}: no such configuration file")
+    assert check_error({**EXAMPLES["fine-tune"], "data": str(tmp_path / "t.csv")}) == f"{tmp_path / 't.csv'}: no such file"
+    assert "recipe" in check_error({**EXAMPLES["fine-tune"], "recipe": "no-such-recipe"})

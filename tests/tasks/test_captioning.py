@@ -8,19 +8,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import shapely
-from pyogrio.raw import read
 
 from rs_vlm_app.errors import Cancelled, UserError
 from rs_vlm_app.geo.grid import GridSpec, build_windows
 from rs_vlm_app.tasks.captioning import CaptionOptions, caption_scene
 from tests.conftest import REPO
 from tests.geo.rasters import NAIP, naip, write
+from tests.vectors import read_layer
 
 pytest.importorskip("open_clip")
 
@@ -44,11 +43,6 @@ def clip(tiny_clip):
     from rs_vlm_app.models.encoder import ClipEncoder
 
     return ClipEncoder(load(tiny_clip, "clip"), batch_size=8)
-
-
-def read_layer(path: Path):
-    meta, _fids, geometry, fields = read(path)
-    return meta, shapely.from_wkb(geometry), dict(zip(meta["fields"], fields, strict=True))
 
 
 def window_set(fields) -> set[tuple[int, int, int, int]]:

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shapely
 from affine import Affine
 from PIL import Image
-from pyogrio.raw import read
 from pyproj import Transformer
 
 from rs_vlm_app.errors import UserError
@@ -17,6 +15,7 @@ from rs_vlm_app.tasks.embedding_cache import SceneEmbeddings
 from rs_vlm_app.tasks.search import Hit, SearchOptions, rank_tiles, search_scenes
 from tests.colour_encoder import ColourEncoder
 from tests.geo.rasters import write
+from tests.vectors import read_layer
 
 UTM = Affine(1.0, 0.0, 500000.0, 0.0, -1.0, 4500000.0)
 LONLAT = Affine(1e-5, 0.0, 15.0, 0.0, -1e-5, 45.0)
@@ -36,11 +35,6 @@ def scenes(tmp_path):
     b = scene(tmp_path / "b.tif", (slice(192, 256), slice(128, 256)), "EPSG:32633", UTM @ Affine.translation(300, 0))
     c = scene(tmp_path / "c.tif", (slice(64, 128), slice(64, 128)), "EPSG:4326", LONLAT)
     return [a, b, c]
-
-
-def read_layer(path: Path):
-    meta, _, geometry, fields = read(path)
-    return meta, shapely.from_wkb(geometry), dict(zip(meta["fields"], fields, strict=True))
 
 
 def test_best_tiles_across_scenes_in_the_first_scenes_crs(tmp_path, scenes):
