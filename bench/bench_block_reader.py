@@ -28,11 +28,13 @@ import rasterio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from shared_data import NAIP_SAMPLE  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from rs_vlm_app.geo.blocks import BlockReader  # noqa: E402
 from rs_vlm_app.geo.grid import SELO_GRID, build_windows  # noqa: E402
 from rs_vlm_app.geo.raster import open_raster  # noqa: E402
 
-SAMPLE = REPO.parent.parent / "shared" / "samples" / "naip_2020_5m.tif"
+SAMPLE = NAIP_SAMPLE
 
 
 def build_scene(path: Path, size: int, sample: Path) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -28,10 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_data import NAIP_SAMPLE  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SAMPLE = Path(os.environ.get("RSVLM_SHARED", REPO.parent / "shared")) / "samples" / "naip_2020_5m.tif"
+SAMPLE = NAIP_SAMPLE
 CACHE = REPO / "bench" / ".cache"
 
 

@@ -37,9 +37,8 @@ def find_hotspots(heat: np.ndarray, transform: Affine, crs: CRS | None, *, thres
         return []
     index = np.arange(1, n + 1)
     sizes = ndimage.sum_labels(above, labels, index)
-    peaks = ndimage.maximum(heat, labels, index)
     means = ndimage.mean(heat, labels, index)
-    peak_pos = ndimage.maximum_position(heat, labels, index)
+    boxes = ndimage.find_objects(labels)
     polygons: dict[int, list] = {}
     for geom, value in shapes(labels.astype(np.int32), mask=above, connectivity=8, transform=transform):
         polygons.setdefault(int(value), []).append(shapely.geometry.shape(geom))
@@ -48,12 +47,18 @@ def find_hotspots(heat: np.ndarray, transform: Affine, crs: CRS | None, *, thres
         if sizes[i] < min_pixels:
             continue
         polygon = shapely.union_all(polygons[int(label)])
-        row, col = peak_pos[i]
-        px, py = transform * (col + 0.5, row + 0.5)
-        spots.append(HotSpot(polygon, float(peaks[i]), float(means[i]), px, py,
-                             polygon_area(polygon, crs)))
+        peak, row, col = _peak(heat, labels, int(label), boxes[i])
+        px, py = transform @ (col + 0.5, row + 0.5)
+        spots.append(HotSpot(polygon, peak, float(means[i]), px, py, polygon_area(polygon, crs)))
     spots.sort(key=lambda s: s.score, reverse=True)
     return spots
+
+
+def _peak(heat: np.ndarray, labels: np.ndarray, label: int, box: tuple[slice, slice]) -> tuple[float, int, int]:
+    """The highest value of region ``label`` and its pixel (row, col), searched in its bounding box only."""
+    inside = np.where(labels[box] == label, heat[box], -np.inf)
+    r, c = np.unravel_index(int(np.argmax(inside)), inside.shape)
+    return float(inside[r, c]), box[0].start + int(r), box[1].start + int(c)
 
 
 def polygon_area(polygon: shapely.Geometry, crs: CRS | None) -> float:

@@ -31,7 +31,7 @@ from rs_vlm_app.atomic import atomic_path, write_text_atomic
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.geo.grid import SELO_GRID, GridSpec
 from rs_vlm_app.geo.raster import RasterSource, open_raster
-from rs_vlm_app.geo.writers import VectorLayer, scaled_transform, window_polygon, write_geotiff, write_gpkg
+from rs_vlm_app.geo.writers import VectorLayer, scaled_transform, window_polygons, write_geotiff, write_gpkg
 from rs_vlm_app.reporting import NullReporter, Reporter
 from rs_vlm_app.resources import resource
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, SceneEmbeddings
@@ -247,7 +247,7 @@ class HeatmapProducer:
         w = self.windows
         return VectorLayer(
             name="tiles",
-            geometries=[window_polygon(self.source.transform, *row[:4]) for row in w],
+            geometries=window_polygons(self.source.transform, w),
             fields={
                 "row0": w[:, 0].astype(np.int64), "row1": w[:, 1].astype(np.int64),
                 "col0": w[:, 2].astype(np.int64), "col1": w[:, 3].astype(np.int64),
