@@ -78,7 +78,8 @@ def grid_spec(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _band_list(text: str) -> tuple[int, ...]:
+def band_list(text: str) -> tuple[int, ...]:
+    """argparse type: one or three 1-based band numbers ("4,3,2")."""
     try:
         bands = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -94,6 +95,6 @@ def add_raster_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     group.add_argument("--grid", type=grid_spec, default=None, metavar="GRID",
                        help="tile windows: 'selo' (default: 256/512/768 with half-shifted grids), '256', "
                             "'256,512' (several scales), '256,512@0.25' (25%% overlap)")
-    group.add_argument("--bands", type=_band_list, default=None, metavar="R,G,B",
+    group.add_argument("--bands", type=band_list, default=None, metavar="R,G,B",
                        help="bands shown as red, green, blue, counted from 1 (default: the raster's RGB bands)")
     return group

@@ -9,26 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rs_vlm_app.commands import options
+
 
 def _grid_text(text: str) -> str:
     """argparse type: validate a grid now (one-line error), keep its text."""
-    from rs_vlm_app.errors import UserError
-    from rs_vlm_app.geo.grid import GridSpec
-
-    try:
-        return GridSpec.parse(text).key()
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _bands(text: str) -> tuple[int, ...]:
-    try:
-        bands = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected band numbers such as 4,3,2, not {text!r}") from None
-    if len(bands) not in (1, 3) or min(bands) < 1:
-        raise argparse.ArgumentTypeError(f"give one or three band numbers counted from 1, not {text!r}")
-    return bands
+    return options.grid_spec(text).key()
 
 
 def _fraction(text: str) -> float:
@@ -47,7 +33,7 @@ def add_tile_options(parser: argparse.ArgumentParser, default_grid: str) -> argp
     group.add_argument("--grid", type=_grid_text, default=default_grid, metavar="GRID",
                        help=f"tile windows: '256' (side in pixels), '256,512' (several scales), '256@0.5' "
                             f"(50%% overlap), 'selo' (the SeLo grid) (default: {default_grid})")
-    group.add_argument("--bands", type=_bands, default=None, metavar="R,G,B",
+    group.add_argument("--bands", type=options.band_list, default=None, metavar="R,G,B",
                        help="bands shown as red, green, blue, counted from 1 (default: the raster's RGB bands)")
     group.add_argument("--min-valid", type=_fraction, default=0.5, metavar="FRACTION",
                        help="skip tiles with less valid (non-nodata) area than this (default 0.5)")

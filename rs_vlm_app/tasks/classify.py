@@ -22,14 +22,14 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from rs_vlm_app.atomic import write_text_atomic
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.geo.grid import GridSpec
 from rs_vlm_app.geo.raster import open_raster
 from rs_vlm_app.geo.writers import (
     VectorLayer,
@@ -43,7 +43,7 @@ from rs_vlm_app.tasks.captioning import fast_preprocessing
 from rs_vlm_app.tasks.classes import ClassList, load_classes, load_templates
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
 from rs_vlm_app.tasks.heatmap import CellLattice, cell_means, heatmap_shape
-from rs_vlm_app.tasks.options import check_bands, check_count, check_fraction, parse_grid
+from rs_vlm_app.tasks.options import TileOptionsIO, check_bands, check_count, check_fraction, parse_grid
 from rs_vlm_app.tasks.scene_encoding import encode_scene
 
 CLASS_NODATA = 255
@@ -55,8 +55,10 @@ FILES = ("classes.tif", "classes.tif.aux.xml", "classes.qml", "probabilities.tif
 
 
 @dataclass(frozen=True)
-class ClassifyOptions:
+class ClassifyOptions(TileOptionsIO):
     """How `classify_scene` works (plain data: JSON-serialisable)."""
+
+    task_name: ClassVar[str] = "classify"
 
     classes: str = "aid"                 # aid | resisc45 | eurosat | a class file
     templates: str | None = None         # None: the built-in remote-sensing templates; or a file
@@ -78,24 +80,6 @@ class ClassifyOptions:
         if not isinstance(self.classes, str) or not self.classes.strip():
             raise UserError("give the classes: aid, resisc45, eurosat or a class file")
 
-    @property
-    def grid_spec(self) -> GridSpec:
-        return parse_grid(self.grid)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["bands"] = list(self.bands) if self.bands else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ClassifyOptions:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"unknown classify option(s): {', '.join(sorted(unknown))}")
-        data = dict(data)
-        if data.get("bands") is not None:
-            data["bands"] = tuple(data["bands"])
-        return cls(**data)
 
     def load(self) -> tuple[ClassList, tuple[str, ...]]:
         """The class list and templates (read and checked: call before loading a model)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import ClassVar
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.geo.grid import GridSpec
@@ -42,3 +44,29 @@ def check_count(name: str, value: int, minimum: int = 1, maximum: int | None = N
         limit = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
         raise UserError(f"{name} must be a whole number {limit}, not {value!r}")
     return value
+
+
+class TileOptionsIO:
+    """Mixin for frozen option dataclasses with ``grid`` (text) and ``bands`` fields: the parsed grid
+    and a JSON round trip (``from_dict(to_dict()) == self``) that names unknown keys."""
+
+    task_name: ClassVar[str] = "task"
+
+    @property
+    def grid_spec(self) -> GridSpec:
+        return parse_grid(self.grid)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)  # type: ignore[call-overload]
+        out["bands"] = list(self.bands) if self.bands else None  # type: ignore[attr-defined]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        unknown = set(data) - set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        if unknown:
+            raise UserError(f"unknown {cls.task_name} option(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if data.get("bands") is not None:
+            data["bands"] = tuple(data["bands"])
+        return cls(**data)

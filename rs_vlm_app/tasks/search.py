@@ -9,28 +9,30 @@ are reprojected), and a PNG contact sheet shows them.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import shapely
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.geo.grid import GridSpec
 from rs_vlm_app.geo.raster import open_raster
 from rs_vlm_app.geo.writers import VectorLayer, window_polygons, write_gpkg
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
 from rs_vlm_app.tasks.captioning import check_output_file, fast_preprocessing
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, SceneEmbeddings
-from rs_vlm_app.tasks.options import check_bands, check_count, check_fraction, parse_grid
+from rs_vlm_app.tasks.options import TileOptionsIO, check_bands, check_count, check_fraction, parse_grid
 from rs_vlm_app.tasks.scene_encoding import encode_scene
 
 LAYER = "results"
 
 
 @dataclass(frozen=True)
-class SearchOptions:
+class SearchOptions(TileOptionsIO):
     """How `search_scenes` works (plain data: JSON-serialisable)."""
+
+    task_name: ClassVar[str] = "search"
 
     top_k: int = 20
     grid: str = "256"
@@ -53,24 +55,6 @@ class SearchOptions:
         if self.crs != "first":
             target_crs(self.crs)
 
-    @property
-    def grid_spec(self) -> GridSpec:
-        return parse_grid(self.grid)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["bands"] = list(self.bands) if self.bands else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SearchOptions:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"unknown search option(s): {', '.join(sorted(unknown))}")
-        data = dict(data)
-        if data.get("bands") is not None:
-            data["bands"] = tuple(data["bands"])
-        return cls(**data)
 
 
 @dataclass(frozen=True)
