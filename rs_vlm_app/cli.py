@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.evaluate_models",
     "rs_vlm_app.commands.worker",
     "rs_vlm_app.commands.gui",
+    "rs_vlm_app.commands.demo",
 )
 
 
