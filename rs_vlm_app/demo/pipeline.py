@@ -176,7 +176,7 @@ class Demo:
             task="clip", data=str(self.out / "dataset" / "captions.csv"), output_dir=str(self.run_dir),
             model_config=str(config_copy), init="none", seed=s.seed, epochs=s.epochs, batch_size=s.batch_size,
             lr=s.lr, wd=0.1, warmup=30, augment=False, precision="fp32", device=self.device, workers=0,
-            log_every=50, save_every=100, keep_checkpoints=1, tensorboard=False,
+            log_every=25, save_every=100, keep_checkpoints=1, tensorboard=False,
         )
         untrained = self.checkpoint("untrained")
         if not untrained.is_file():

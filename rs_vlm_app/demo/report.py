@@ -16,6 +16,7 @@ from rs_vlm_app.atomic import write_text_atomic
 from rs_vlm_app.demo import figures
 from rs_vlm_app.demo.world import CLASSES, QUERIES
 from rs_vlm_app.evaluation.selo import METRIC_NAMES
+from rs_vlm_app.mpgi.wording import count_phrase
 
 SAMPLE_TILES = 8
 
@@ -24,6 +25,7 @@ def write_report(out: Path, settings, stages: dict[str, dict[str, Any]], seconds
     """Draw the figures and write report.html and demo.json from the finished stages' records."""
     from rs_vlm_app.demo.pipeline import MODELS, read_losses
 
+    seconds = {k: v for k, v in seconds.items() if k != "report"}  # the report's own time is not known yet
     summary = build_summary(out, settings, stages, seconds)
     look = figures.QuickLook(out / "world" / "eval.tif")
     pictures: dict[str, bytes] = {}
@@ -171,7 +173,7 @@ untrained (gain {summary['rmi_gain']:+.3f}). Rsu, Rda, Rmi: higher is better; Ra
 
 <h2>The scene and its known objects</h2>
 {_img(pictures['truth'], 'evaluation scene with its annotated objects', 640)}
-<p>Objects in the evaluation scene: {e(', '.join(f'{n} {k}' for k, n in summary['world']['eval'].items()))}.
+<p>Objects in the evaluation scene: {e(', '.join(count_phrase(n, k) for k, n in summary['world']['eval'].items()))}.
 Files: <code>world/eval.tif</code>, <code>world/eval_objects.gpkg</code> (layers <code>objects</code> and
 <code>regions</code>), <code>world/eval_masks.tif</code>.</p>
 
