@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.worker",
     "rs_vlm_app.commands.gui",
     "rs_vlm_app.commands.qgis",
+    "rs_vlm_app.commands.demo",
 )
 
 
