@@ -53,6 +53,8 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
                       "WebDataset shards (a .tar, a folder of .tar, a glob or name-{000..009}.tar)")
     data.add_argument("--val", dest="val_data", default=S, metavar="CSV", help="validation caption CSV: retrieval R@K and loss")
     data.add_argument("--val-zeroshot", default=S, metavar="CSV", help="zero-shot evaluation CSV with filepath,label columns")
+    data.add_argument("--val-selo", default=S, metavar="DIR",
+                      help="semantic-localization folder (imgs/, annotations/anno.json): Rsu, Ras, Rda, Rmi at each evaluation")
     data.add_argument("--zeroshot-templates", default=S, metavar="FILE", help="prompt templates, one per line with {} for the class")
     data.add_argument("--csv-img-key", dest="csv_image_key", default=S, metavar="COLUMN", help="image column" + _d("csv_image_key"))
     data.add_argument("--csv-caption-key", default=S, metavar="COLUMN", help="caption column" + _d("csv_caption_key"))

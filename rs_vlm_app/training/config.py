@@ -25,7 +25,7 @@ LORA_TOWERS = ("image", "text", "decoder")
 #: between the first start of a run and a resume.
 NON_IDENTITY_FIELDS = frozenset({
     "output_dir", "resume", "workers", "device", "log_every", "save_every", "keep_checkpoints",
-    "eval_every", "val_data", "val_zeroshot", "zeroshot_templates", "tensorboard", "stop_after_steps",
+    "eval_every", "val_data", "val_zeroshot", "val_selo", "zeroshot_templates", "tensorboard", "stop_after_steps",
     "recipe",
 })
 
@@ -45,6 +45,7 @@ class TrainConfig:
     # data
     val_data: str | None = None
     val_zeroshot: str | None = None
+    val_selo: str | None = None               # AIR-SLT layout folder: SeLo metrics at each evaluation
     zeroshot_templates: str | None = None
     csv_image_key: str = "filepath"
     csv_caption_key: str = "caption"

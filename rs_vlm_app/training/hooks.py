@@ -2,8 +2,9 @@
 
 A hook is any object with a ``name`` and ``__call__(EvalContext) -> dict[str, float]``; metric names
 are prefixed by the hook (``val/``, ``zeroshot/``). Built in: retrieval and validation loss on a
-caption CSV, zero-shot classification on a labelled CSV. Further evaluations (SeLo on localization
-scenes) plug in the same way: ``train(config, reporter=..., extra_hooks=[hook])``.
+caption CSV, zero-shot classification on a labelled CSV, semantic localization (SeLo) on an
+AIR-SLT-style folder. Further evaluations plug in the same way:
+``train(config, reporter=..., extra_hooks=[hook])``.
 """
 
 from __future__ import annotations
@@ -168,6 +169,64 @@ class ZeroShotHook:
         result = zeroshot_metrics(images.numpy(), classifier, self.labels,
                                   ks=tuple(k for k in (1, 5) if k == 1 or k < len(self.classnames)))
         return result.as_dict(prefix="zeroshot/")
+
+
+class SeloHook:
+    """Semantic-localization metrics (Rsu, Ras, Rda, Rmi) of the model being trained, on an AIR-SLT
+    layout folder (imgs/, annotations/anno.json); each evaluation's per-sample table is kept in
+    ``out_root/step_N/``."""
+
+    name = "selo"
+
+    def __init__(self, data_dir: Path, out_root: Path):
+        from rs_vlm_app.evaluation.selo_eval import read_annotations
+
+        self.data_dir = Path(data_dir)
+        self.out_root = Path(out_root)
+        read_annotations(self.data_dir)  # a bad folder fails before training starts
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        import tempfile
+
+        from rs_vlm_app.evaluation.selo_eval import evaluate_selo
+        from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
+
+        with tempfile.TemporaryDirectory(prefix="rsvlm-selo-") as scratch:
+            report = evaluate_selo(self.data_dir, TrainingEncoder(ctx), self.out_root / f"step_{ctx.step}",
+                                   reporter=ctx.reporter, cache=EmbeddingCache(Path(scratch)))
+        return {f"selo/{name}": float(value) for name, value in report["mean"].items()}
+
+
+class TrainingEncoder:
+    """The model being trained behind the tile-encoder interface localization uses (uint8 tiles at
+    the model's input size in, unit float32 embeddings out), fed through the run's eval transform."""
+
+    precision = "fp32"
+
+    def __init__(self, ctx: EvalContext):
+        size = ctx.model.visual.image_size
+        self.ctx = ctx
+        self.batch_size = ctx.batch_size
+        self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
+        self.embed_dim = int(encode_texts(ctx, ["x"]).shape[1])
+        self.fingerprint = f"training-step-{ctx.step}"
+        self.display_name = f"training step {ctx.step}"
+
+    def preprocess_key(self) -> str:
+        return "training-eval-transform"
+
+    @torch.no_grad()
+    def encode_images(self, tiles: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        ctx = self.ctx
+        pixels = torch.stack([ctx.transform(Image.fromarray(tile)) for tile in tiles]).to(ctx.device)
+        with ctx.autocast():
+            features = ctx.model.encode_image(pixels, normalize=True)
+        return features.float().cpu().numpy()
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return encode_texts(self.ctx, list(texts)).numpy()
 
 
 def read_templates(path: Path) -> list[str]:

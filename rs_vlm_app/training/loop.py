@@ -28,6 +28,7 @@ from rs_vlm_app.training.hooks import (
     EvalContext,
     EvalHook,
     RetrievalHook,
+    SeloHook,
     ZeroShotHook,
     finite,
     read_templates,
@@ -191,6 +192,8 @@ class Trainer:
         if cfg.val_zeroshot:
             templates = read_templates(Path(cfg.zeroshot_templates)) if cfg.zeroshot_templates else None
             hooks.append(ZeroShotHook(Path(cfg.val_zeroshot), templates))
+        if cfg.val_selo:
+            hooks.append(SeloHook(Path(cfg.val_selo), cfg.run_dir / "selo"))
         return hooks
 
     def prepare_for_training(self, model: nn.Module) -> None:

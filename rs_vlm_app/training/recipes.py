@@ -15,7 +15,7 @@ from rs_vlm_app.errors import UserError
 from rs_vlm_app.training.config import TrainConfig
 
 #: Settings a recipe may not fix: they belong to one run, not to a method.
-_PER_RUN = frozenset({"data", "output_dir", "val_data", "val_zeroshot", "resume", "recipe", "stop_after_steps"})
+_PER_RUN = frozenset({"data", "output_dir", "val_data", "val_zeroshot", "val_selo", "resume", "recipe", "stop_after_steps"})
 
 
 def recipes_dir() -> Path:
@@ -61,7 +61,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 #: TrainConfig settings holding file paths (or ``::``-joined lists of them).
-_PATH_SETTINGS = ("data", "val_data", "val_zeroshot", "zeroshot_templates", "model_config", "output_dir")
+_PATH_SETTINGS = ("data", "val_data", "val_zeroshot", "val_selo", "zeroshot_templates", "model_config", "output_dir")
 
 
 def resolve_config(task: str, given: dict[str, Any]) -> TrainConfig:
@@ -94,6 +94,10 @@ def check_inputs(config: TrainConfig) -> None:
         check_caption_source(config.val_data, config.csv_image_key, config.csv_caption_key)
     if config.val_zeroshot:
         check_caption_source(config.val_zeroshot, "filepath", "label")
+    if config.val_selo:
+        from rs_vlm_app.evaluation.selo_eval import read_annotations
+
+        read_annotations(Path(config.val_selo))
     init = Path(config.init).expanduser()
     if config.init not in ("none",) and (any(s in config.init for s in "/\\") or init.suffix) and not init.is_file():
         raise UserError("--init: no such checkpoint file", path=config.init)

@@ -218,3 +218,34 @@ def test_sigterm_stops_at_a_step_with_a_checkpoint(shapes, tiny_clip, tmp_path):
     assert len(states) == 1
     last_logged = int(read_csv(run / "train_log.csv")[-1]["step"])
     assert states[0].name == f"step_{last_logged:08d}.pt"
+
+
+def test_selo_evaluation_during_training(shapes, tiny_clip, tmp_path, capsys):
+    """--val-selo: Rsu/Ras/Rda/Rmi of the model being trained, logged and kept per evaluation."""
+    from tests.conftest import SELO
+
+    selo = tmp_path / "selo"
+    (selo / "imgs").mkdir(parents=True)
+    (selo / "annotations").mkdir()
+    (selo / "imgs" / "visible_scene.png").symlink_to(SELO / "parity" / "visible_scene.png")
+    (selo / "annotations" / "anno.json").write_text((SELO / "parity" / "visible_anno.json").read_text())
+    run = tmp_path / "run"
+    args = cli_args(shapes, run, tiny_clip["config"], "--val-selo", str(selo), "--epochs", "1")
+    assert main(args) == 0, capsys.readouterr().err
+    rows = read_csv(run / "eval_log.csv")
+    selo_rows = {r["metric"]: float(r["value"]) for r in rows if r["metric"].startswith("selo/")}
+    assert set(selo_rows) == {"selo/Rsu", "selo/Ras", "selo/Rda", "selo/Rmi"}
+    assert all(0.0 <= v <= 1.0 for v in selo_rows.values())
+    step = max(int(r["step"]) for r in rows)
+    report = json.loads((run / "selo" / f"step_{step}" / "selo_metrics.json").read_text())
+    assert [s["caption"] for s in report["per_sample"]] == [
+        "a large dark lake in the middle of green fields.", "yellow harvested farmland on the right side."]
+    assert report["mean"]["Rmi"] == pytest.approx(selo_rows["selo/Rmi"])
+
+
+def test_val_selo_folder_without_annotations(shapes, tiny_clip, tmp_path, capsys):
+    empty = tmp_path / "noselo"
+    empty.mkdir()
+    assert main(cli_args(shapes, tmp_path / "run", tiny_clip["config"], "--val-selo", str(empty))) == 2
+    assert "no annotations/anno.json here" in error_line(capsys)
+    assert not (tmp_path / "run").exists()

@@ -37,6 +37,7 @@ class FineTuneSpec(JobSpec):
     # data
     val_data: str | None = None
     val_zeroshot: str | None = None
+    val_selo: str | None = None
     zeroshot_templates: str | None = None
     csv_image_key: str | None = None
     csv_caption_key: str | None = None
