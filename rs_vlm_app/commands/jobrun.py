@@ -22,6 +22,7 @@ from rs_vlm_app.errors import EXIT_USER_ERROR, UserError
 from rs_vlm_app.jobs import protocol
 from rs_vlm_app.jobs.runner import Outcome, run_job
 from rs_vlm_app.jobs.specs import JobSpec, ModelSpec
+from rs_vlm_app.reporting import format_duration
 
 CANCELLED_TEXT = "rsvlm: cancelled; finished work is kept, run the same command again to resume"
 STOPPING_TEXT = "stopping at the next batch"
@@ -150,7 +151,7 @@ class EventConsole:
         if event.rate:
             text += f" ({_rate(event.rate)}"
             if not final and event.eta is not None:
-                text += f", about {_duration(event.eta)} left"
+                text += f", about {format_duration(event.eta)} left"
             text += ")"
         self._print(text)
 
@@ -191,13 +192,5 @@ def _rate(rate: float | None) -> str:
 def _eta(event: protocol.Progress) -> str:
     if event.eta is None or (event.total is not None and event.done >= event.total):
         return ""
-    return f"{_duration(event.eta)} left"
+    return f"{format_duration(event.eta)} left"
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import (
 )
 
 from rs_vlm_app.gui.jobs import CANCELLED, CANCELLING, DONE, FAILED, QUEUED, RUNNING, Job, JobManager
+from rs_vlm_app.reporting import format_duration
 
 STATE_COLOURS = {DONE: "#1f6b35", FAILED: "#9b1c1c", CANCELLED: "#7a5200", CANCELLING: "#7a5200",
                  RUNNING: "#1d4f91", QUEUED: "#666666"}
@@ -120,7 +121,7 @@ class JobsPanel(QWidget):
         else:
             bar.setFormat(f"{job.stage} %p%" if job.stage else "%p%")
         bar.setToolTip(job.status_text())
-        item.setText(3, _duration(job.eta) if job.eta is not None and job.state == RUNNING else "")
+        item.setText(3, format_duration(job.eta) if job.eta is not None and job.state == RUNNING else "")
         self._tick_item(job, item)
         if self.current_job() is job:
             self._show_log(job)
@@ -137,7 +138,7 @@ class JobsPanel(QWidget):
             item.setText(4, "")
             return
         end = job.finished or time.time()
-        item.setText(4, _duration(end - job.started))
+        item.setText(4, format_duration(end - job.started))
 
     def current_job(self) -> Job | None:
         item = self.tree.currentItem()
@@ -191,13 +192,3 @@ class JobsPanel(QWidget):
         item = self._items[job.id]
         return [item.text(c) for c in range(len(COLUMNS))]
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
