@@ -9,15 +9,16 @@ import numpy as np
 import torch
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.models.device import autocast, default_batch_size, pick_device, resolve_precision
+from rs_vlm_app.models.device import autocast
 from rs_vlm_app.models.factory import LoadedModel
+from rs_vlm_app.models.tile_model import TileModel
 
 log = logging.getLogger(__name__)
 
 _TEXT_BATCH = 256
 
 
-class ClipEncoder:
+class ClipEncoder(TileModel):
     """Embeds model-sized uint8 RGB tiles and text queries in the model's joint space.
 
     Normalisation (mean/std) runs on the device, in batches, under torch.inference_mode and autocast
@@ -26,46 +27,15 @@ class ClipEncoder:
 
     def __init__(self, loaded: LoadedModel, *, device: str = "auto", precision: str = "auto",
                  batch_size: int | None = None):
-        self.loaded = loaded
-        self.device = loaded.device if device == "auto" else pick_device(device)
-        self.precision = resolve_precision(self.device, loaded.precision if precision == "auto" else precision)
-        if self.device != loaded.device:
-            loaded.model.to(self.device)
-            loaded.device = self.device
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
-        self.image_size = loaded.image_size
-        self.fingerprint = loaded.fingerprint
+        super().__init__(loaded, device=device, precision=precision, batch_size=batch_size)
         self.embed_dim = loaded.embed_dim
-        if batch_size is not None and batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, not {batch_size}")
-        self.batch_size = batch_size or default_batch_size(self.device, self.image_size)
-        self._mean = torch.tensor(loaded.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(loaded.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-
-    def preprocess_key(self) -> str:
-        """What the image preprocessing depends on, for embedding-cache keys."""
-        mean = ",".join(f"{v:.8g}" for v in self.loaded.mean)
-        std = ",".join(f"{v:.8g}" for v in self.loaded.std)
-        return f"size={self.image_size};mean={mean};std={std}"
 
     def encode_images(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 (B, S, S, 3) RGB tiles at image_size -> float32 (B, D), L2-normalised."""
-        tiles = np.asarray(tiles)
-        size = self.image_size
-        if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected uint8 tiles of shape (B, {size}, {size}, 3), got {tiles.dtype} {tiles.shape}")
-        out = np.empty((tiles.shape[0], self.embed_dim), dtype=np.float32)
-        pin = self.device.startswith("cuda")
+        out = np.empty((len(tiles), self.embed_dim), dtype=np.float32)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            for start in range(0, tiles.shape[0], self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(tiles[start:start + self.batch_size]))
-                if pin:
-                    batch = batch.pin_memory()
-                x = batch.to(self.device, non_blocking=pin).permute(0, 3, 1, 2).float()
-                x = (x / 255.0 - self._mean) / self._std
-                features = self.model.encode_image(x)
-                out[start:start + len(batch)] = _normalised(features)
+            for start, x in self.normalised_batches(tiles):
+                out[start:start + len(x)] = _normalised(self.model.encode_image(x))
         return out
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
