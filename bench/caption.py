@@ -1,10 +1,12 @@
 """Batched CoCa captioning, our decoder with a key/value cache vs open_clip's own generate(): tiles/s.
 Prints ONE JSON line.
 
-Model: open_clip's coca_ViT-B-32 with random weights (seed 0; its text_projection initialised, which
-open_clip leaves as torch.empty). Tiles: 224 px crops of the NAIP sample, normalised with OpenAI's
-mean/std. Random weights practically never emit end-of-text, so every caption runs to --max-len
-tokens in every decoder: the same number of model steps.
+Model (--weights): open_clip's coca_ViT-B-32 with random weights (seed 0; its text_projection
+initialised, which open_clip leaves as torch.empty), "taught" (tests/taught_coca.py: a tiny CoCa
+trained to write one sentence, i.e. trained weights that end their captions), or a coca_ViT-B-32
+checkpoint file. Tiles: crops of the NAIP sample at the model's size, normalised with OpenAI's
+mean/std. Equal decode steps: min_len = max_len in every decoder, so every caption runs exactly
+--max-len steps whatever the weights (--free-length lets captions end, for reference only).
 
 greedy: ours vs open_clip generate(generation_type="top_k", top_k=1) (its transformers-5 logits
 processors rebound); the tokens are compared.
@@ -17,6 +19,7 @@ says so. open_clip's beam search sums raw logits and ours log-probabilities: the
 possibly different captions.
 
     python bench/caption.py [--tiles 8] [--max-len 20] [--beams 3] [--device cpu] [--no-install]
+                            [--weights random|taught|FILE] [--free-length]
 """
 
 from __future__ import annotations
@@ -46,34 +49,59 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def build_model(device: str):
-    """coca_ViT-B-32, random weights, deterministic (same weights in every process)."""
+def build_model(device: str, weights: str | None = None, config: str | None = None):
+    """coca_ViT-B-32 (or the architecture of the open_clip JSON ``config``), random weights seeded 0
+    (the same in every process), or the trained ``weights`` file loaded into it."""
     import open_clip
     import torch
 
     torch.manual_seed(0)
-    model = open_clip.create_model("coca_ViT-B-32", pretrained=None)
+    if config:
+        from tests.tinymodels import build_model as build_from_config
+
+        model = build_from_config(Path(config), seed=0)
+    else:
+        model = open_clip.create_model("coca_ViT-B-32", pretrained=None)
     with torch.no_grad():
         torch.nn.init.normal_(model.text_decoder.text_projection, std=model.text_decoder.width ** -0.5)
+    if weights:
+        from rs_vlm_app.models.loading import read_state_dict
+
+        model.load_state_dict(read_state_dict(Path(weights)), strict=True)
     model.eval().requires_grad_(False)
     return model.to(device)
+
+
+def resolve_weights(choice: str) -> tuple[str | None, str | None, str]:
+    """--weights: "random" | "taught" (tests/taught_coca.py's tiny CoCa, trained on one sentence) |
+    a coca_ViT-B-32 checkpoint file. Returns (weights file, config file, description)."""
+    if choice == "random":
+        return None, None, "coca_ViT-B-32 (random weights)"
+    if choice == "taught":
+        from tests.taught_coca import teach_coca
+
+        folder = CACHE / "taught_coca"
+        folder.mkdir(parents=True, exist_ok=True)
+        taught = teach_coca(folder)
+        return str(taught["checkpoint"]), str(taught["config"]), "tiny CoCa taught one sentence (trained weights)"
+    return choice, None, f"coca_ViT-B-32 ({Path(choice).name}, trained weights)"
 
 
 def checksum(model) -> float:
     return float(sum(p.double().sum().item() for p in model.parameters()))
 
 
-def make_tiles(n: int) -> np.ndarray:
-    """(n, 3, 224, 224) float32 normalised tiles cut from the NAIP sample."""
+def make_tiles(n: int, size: int = 224) -> np.ndarray:
+    """(n, 3, size, size) float32 normalised tiles cut from the NAIP sample."""
     import rasterio
 
     with rasterio.open(SAMPLE) as src:
         rgb = src.read([1, 2, 3]).astype(np.float32) / 255.0
     tiles = []
     for i in range(n):
-        r, c = divmod(i, rgb.shape[2] // 224)
-        r0, c0 = (r * 224) % (rgb.shape[1] - 224), c * 224
-        tiles.append(rgb[:, r0:r0 + 224, c0:c0 + 224])
+        r, c = divmod(i, rgb.shape[2] // size)
+        r0, c0 = (r * size) % (rgb.shape[1] - size), c * size
+        tiles.append(rgb[:, r0:r0 + size, c0:c0 + size])
     x = np.stack(tiles)
     return ((x - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]).astype(np.float32)
 
@@ -139,7 +167,7 @@ import open_clip.coca_model as coca_model
 coca_model.BeamSearchScorer = BeamSearchScorer
 coca_model._has_transformers = True
 from bench.caption import build_model, checksum
-model = build_model({device!r})
+model = build_model({device!r}, {weights!r}, {config!r})
 images = torch.from_numpy(np.load({tiles!r})).to({device!r})
 kwargs = dict(generation_type="beam_search", num_beams={beams}, num_beam_groups=1, seq_len={seq_len},
               min_seq_len={min_seq_len})
@@ -161,6 +189,10 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-install", action="store_true", help="do not pip-install transformers 4.57")
+    parser.add_argument("--weights", default="random",
+                        help="random | taught (a tiny CoCa trained on one sentence) | a coca_ViT-B-32 checkpoint")
+    parser.add_argument("--free-length", action="store_true",
+                        help="let captions end at end-of-text (then decoders may run different step counts)")
     args = parser.parse_args()
 
     import torch
@@ -168,12 +200,17 @@ def main() -> None:
     from rs_vlm_app.models.coca_decoder import CocaDecoder, DecodingOptions
 
     CACHE.mkdir(exist_ok=True)
-    model = build_model(args.device)
-    tiles_np = make_tiles(args.tiles)
+    weights, config, described = resolve_weights(args.weights)
+    model = build_model(args.device, weights, config)
+    size = model.visual.image_size
+    tiles_np = make_tiles(args.tiles, int(size[0] if isinstance(size, tuple | list) else size))
     tiles_file = CACHE / "caption_bench_tiles.npy"
     np.save(tiles_file, tiles_np)
     images = torch.from_numpy(tiles_np).to(args.device)
-    min_len = 2
+    # Equal decode steps: min_len = max_len suppresses end-of-text in every decoder, so each caption
+    # runs exactly max_len steps whatever the weights (trained weights end captions early, and at
+    # different steps in different decoders, which would time different amounts of work).
+    min_len = 2 if args.free_length else args.max_len
     decoder = CocaDecoder(model)
     uncached = CocaDecoder(model, use_cache=False)
     greedy = DecodingOptions("greedy", max_len=args.max_len, min_len=min_len)
@@ -192,6 +229,7 @@ def main() -> None:
     folder = ensure_tf457(not args.no_install)
     if folder is not None:
         code = BEAM_CHILD.format(repo=str(REPO), device=args.device, tiles=str(tiles_file), beams=args.beams,
+                                 weights=weights, config=config,
                                  seq_len=args.max_len + 2, min_seq_len=min_len + 1, repeat=REPEAT)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([folder, str(REPO)])}
         child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -209,7 +247,8 @@ def main() -> None:
 
     n = args.tiles
     print(json.dumps({
-        "benchmark": "caption", "model": "coca_ViT-B-32 (random weights)", "device": args.device,
+        "benchmark": "caption", "model": described, "device": args.device,
+        "equal_decode_steps": not args.free_length,
         "torch_threads": torch.get_num_threads(), "tiles": n, "max_len": args.max_len, "beams": args.beams,
         "greedy": {"ours_tiles_per_s": round(n / ours_greedy_s, 3), "open_clip_tiles_per_s": round(n / oc_greedy_s, 3),
                    "ratio": round(oc_greedy_s / ours_greedy_s, 2), "same_tokens": same,

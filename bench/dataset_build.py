@@ -1,28 +1,36 @@
-"""Benchmark the MpGI dataset builder against a real local server; prints ONE JSON line.
+"""Benchmark the MpGI dataset builder against a plain async client; prints ONE JSON line.
 
-Server: `transformers serve` on 127.0.0.1 with the tiny Qwen2-VL chat model of tests/tinyllm.py
-(built once into .bench_cache/). Every stage runs on it: relay, PERSPECTIVES perspective prompts and
-SLOTS caption slots, so each image costs 1 + PERSPECTIVES + SLOTS requests and yields SLOTS captions.
+Server: tests/mpgi/fakechat.py in its own process on 127.0.0.1, answering every chat request after
+--latency-ms (50 ms), whatever it asks: a stand-in for a fast inference server, so that what is
+measured is the builder, not a model.
 
-Measured in the same run:
-- captions_per_s at concurrency 1, 4 and 16: a fresh build of IMAGES synthetic images each (ingest,
-  rule stage, model stages, quality), final captions / wall time;
-- overhead_ms_per_request: at concurrency 1 (one request at a time), the model stages' span minus
-  the time spent inside HTTP calls, per request (the manifest times every attempt): what the builder
-  adds outside the server (prompt rendering, image reading and encoding, SQLite commits, scheduling);
-- baseline: the same requests (same bodies, images encoded beforehand) replayed one after another by
-  a bare HTTP client: the server's own pace; builder_vs_baseline = baseline wall / the builder's
-  model-stage span at concurrency 1 (1.0 = the builder adds nothing);
-- peak_rss_mib of this process.
+For each concurrency (16 and 64; the backend's ``concurrency``) one fresh build runs over
+--images-per-slot x concurrency synthetic images (each: the relay, --perspectives perspective
+prompts, the default 6 caption slots; the relay and perspectives send the image). Then a plain
+client (httpx2.AsyncClient, a semaphore of the same size) sends the same number of requests with the
+same kind of bodies (the image requests carry the same encoded images), all at once.
 
-usage: python bench/dataset_build.py [--images 24] [--perspectives 2] [--slots 3]
+Reported per concurrency:
+- requests_per_s: the builder's model stages (first request sent to last reply, from the manifest);
+- baseline_requests_per_s: the plain client;
+- overhead_pct: how much longer the builder took than the plain client for the same requests
+  (the aim: under 5 %), and overhead_ms_per_request: that difference per request;
+- cpu_ms_per_request: the builder process's CPU time per request during the build (prompt
+  rendering, image reading and encoding, SQLite commits, scheduling);
+- build_wall_s: the whole build_dataset call (ingest, rule stage, model stages, quality checks).
+
+usage: python bench/dataset_build.py [--images-per-slot 20] [--perspectives 1] [--latency-ms 50]
+       [--concurrency 16 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,128 +42,122 @@ sys.path.insert(0, str(REPO))
 from rs_vlm_app.mpgi import BuildConfig, build_dataset  # noqa: E402
 from rs_vlm_app.mpgi.backends import ChatRequest  # noqa: E402
 from rs_vlm_app.mpgi.backends.openai_compat import OpenAICompatBackend, parse_response  # noqa: E402
-from rs_vlm_app.mpgi.generate import prompt_values  # noqa: E402
 from rs_vlm_app.mpgi.imagefiles import encode, load_rgb  # noqa: E402
 from rs_vlm_app.mpgi.manifest import Manifest  # noqa: E402
-from rs_vlm_app.mpgi.plan import CAPTION_PREFIX, PERSPECTIVE_PREFIX, RELAY, load_plan  # noqa: E402
-from tests import tinyllm  # noqa: E402
 from tests.mpgi import data  # noqa: E402
 
 PERSPECTIVE_NAMES = ("scene", "objects", "spatial", "context")
 
 
-def make_config(root: Path, images: Path, base_url: str, model: Path, concurrency: int, perspectives: int,
-                slots: int) -> BuildConfig:
-    backend = {"type": "openai", "base_url": base_url, "model": str(model), "concurrency": concurrency,
-               "timeout_s": 300, "retries": 3}
-    config = {
-        "output": str(root),
+def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "tests.mpgi.fakechat", "--delay-ms", str(latency_ms)],
+                              env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    return server, server.stdout.readline().strip()
+
+
+def make_config(out: Path, images: Path, base_url: str, concurrency: int, perspectives: int) -> BuildConfig:
+    backend = {"type": "openai", "base_url": base_url, "model": "bench", "concurrency": concurrency,
+               "timeout_s": 60, "retries": 2}
+    return BuildConfig.from_dict({
+        "output": str(out),
         "sources": [{"type": "folder", "root": str(images)}],
         "backends": {"server": backend},
-        "relay": {"backend": "server", "max_tokens": 32, "temperature": 0.0},
-        "perspectives": {"backend": "server", "prompts": list(PERSPECTIVE_NAMES[:perspectives]), "max_tokens": 32,
-                         "temperature": 0.0},
-        "integration": {"backend": "server", "max_tokens": 32, "temperature": 0.0,
-                        "captions": [{"name": f"len{i}", "words": 8 + 8 * i} for i in range(slots)]},
+        "relay": {"backend": "server", "max_tokens": 64},
+        "perspectives": {"backend": "server", "prompts": list(PERSPECTIVE_NAMES[:perspectives]), "max_tokens": 64},
+        "integration": {"backend": "server", "max_tokens": 64},
         "quality": {"duplicates": "off", "length": "off"},
-        "image": {"max_side": 112},
-    }
-    return BuildConfig.from_dict(config)
+        "image": {"max_side": 128},
+    })
 
 
-def timed_build(config: BuildConfig) -> tuple[float, int, int]:
-    start = time.perf_counter()
-    summary = build_dataset(config)
-    wall = time.perf_counter() - start
-    assert summary.status == "completed", summary
-    return wall, summary.captions, summary.requests
-
-
-def model_stage_times(config: BuildConfig) -> tuple[float, float]:
-    """(span from the first model call's start to the last one's end, sum of the calls' durations)."""
+def model_stage_span(config: BuildConfig) -> tuple[float, int]:
+    """(first model call's start to the last one's end, number of model calls) from the manifest."""
     with Manifest(config.manifest_path, readonly=True) as manifest:
-        first, last, inside = manifest.db.execute(
-            "SELECT MIN(started_at), MAX(finished_at), SUM(latency_s) FROM attempts WHERE stage != 'rules'").fetchone()
-    return last - first, inside
+        first, last, count = manifest.db.execute(
+            "SELECT MIN(started_at), MAX(finished_at), COUNT(*) FROM attempts WHERE stage != 'rules'").fetchone()
+    return last - first, count
 
 
-def replay_requests(config: BuildConfig) -> list[ChatRequest]:
-    """The chat requests the build sent, rebuilt from its manifest (same prompts, same images)."""
-    plan = load_plan(config)
-    requests = []
+def baseline_bodies(config: BuildConfig, per_image_images: int) -> list[dict]:
+    """Request bodies like the build's: per image, the image requests (with the encoded image) and
+    the caption requests (text), with the prompts the build sent (taken from its attempts' outputs)."""
+    backend = OpenAICompatBackend("server", config.backends["server"])
+    bodies = []
     with Manifest(config.manifest_path, readonly=True) as manifest:
         for row in manifest.iter_images():
-            values = prompt_values(row)
             image = encode(load_rgb(row.record.path, max_side=config.image.max_side), config.image.format,
                            config.image.quality)
-            done = manifest.outputs_for([row.id])[row.id]
-            description_units = [(RELAY, plan.relay, config.relay)] + [
-                (PERSPECTIVE_PREFIX + p.name, p, config.perspectives) for p in plan.perspectives]
-            for _, prompt, stage in description_units:
-                system, user = prompt.render(values)
-                requests.append(ChatRequest(system, user, image, stage.max_tokens, stage.temperature))
-            parts = [f"Grounded description:\n{done[RELAY]}"] + [
-                f"Perspective '{p.name}' ({p.description.rstrip('.') or p.name}):\n{done[PERSPECTIVE_PREFIX + p.name]}"
-                for p in plan.perspectives]
-            for name, slot in plan.slots:
-                assert CAPTION_PREFIX + name in done
-                system, user = plan.integration.render({**values, "descriptions": "\n\n".join(parts),
-                                                        "length_name": slot.name, "length_words": str(slot.words)})
-                requests.append(ChatRequest(system, user, None, config.integration.max_tokens_for(slot),
-                                            config.integration.temperature))
-    return requests
+            facts = "\n".join(row.facts)
+            outputs = manifest.outputs_for([row.id])[row.id]
+            descriptions = "\n\n".join(text for stage, text in outputs.items() if stage != "rules")
+            for _ in range(per_image_images):
+                bodies.append(backend.body(ChatRequest("You describe images.", facts, image, 64, 0.2)))
+            for name, _slot in config.integration.slots():
+                bodies.append(backend.body(ChatRequest("You write captions.", f"{facts}\n{descriptions}\n{name}",
+                                                       None, 64, 0.7, seed=1)))
+    return bodies
 
 
-def baseline(config: BuildConfig, requests: list[ChatRequest]) -> float:
-    """Send the requests one after another with a bare client; wall time."""
+async def plain_client(url: str, bodies: list[dict], concurrency: int) -> float:
     import httpx2
 
-    backend = OpenAICompatBackend("server", config.backends["server"])
-    bodies = [backend.body(r) for r in requests]
-    with httpx2.Client(timeout=300) as client:
-        start = time.perf_counter()
-        for body in bodies:
-            response = client.post(backend.url, json=body)
+    slots = asyncio.Semaphore(concurrency)
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx2.AsyncClient(timeout=60, limits=limits) as client:
+        async def one(body):
+            async with slots:
+                response = await client.post(url, json=body)
             parse_response(response.status_code, response.headers, response.content)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
         return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--perspectives", type=int, default=2, choices=range(0, len(PERSPECTIVE_NAMES) + 1))
-    parser.add_argument("--slots", type=int, default=3)
+    parser.add_argument("--images-per-slot", type=int, default=20, help="images per unit of concurrency")
+    parser.add_argument("--perspectives", type=int, default=1, choices=range(0, len(PERSPECTIVE_NAMES) + 1))
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     args = parser.parse_args()
-    cache = REPO / ".bench_cache"
-    models = tinyllm.cached_models(cache / "tinyllm")
-    with tempfile.TemporaryDirectory(prefix="rsvlm-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        images = data.class_folders(tmp / "images", {"forest": args.images // 2, "harbor": args.images - args.images // 2},
-                                    size=(128, 128))
-        with tinyllm.TransformersServe(hf_home=tmp / "hf") as server:
-            server.chat(models["vision"], "Reply with OK.", max_tokens=4)  # load the model
-            results = {}
-            for concurrency in (1, 4, 16):
-                config = make_config(tmp / f"out-c{concurrency}", images, server.base_url, models["vision"],
-                                     concurrency, args.perspectives, args.slots)
-                wall, captions, requests = timed_build(config)
-                results[concurrency] = (wall, captions, requests, config)
-            wall1, captions1, requests1, config1 = results[1]
-            span, inside = model_stage_times(config1)
-            replay = replay_requests(config1)
-            assert len(replay) == requests1, (len(replay), requests1)
-            base_wall = baseline(config1, replay)
+    server, base_url = start_server(args.latency_ms)
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="rsvlm-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            for concurrency in args.concurrency:
+                n = args.images_per_slot * concurrency
+                images = data.class_folders(tmp / f"images-{concurrency}", {"forest": n // 2, "harbor": n - n // 2},
+                                            size=(128, 128))
+                config = make_config(tmp / f"out-{concurrency}", images, base_url, concurrency, args.perspectives)
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                summary = build_dataset(config)
+                build_wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                assert summary.status == "completed" and summary.failed_units == 0, summary
+                span, requests = model_stage_span(config)
+                bodies = baseline_bodies(config, 1 + args.perspectives)
+                assert len(bodies) == requests, (len(bodies), requests)
+                url = OpenAICompatBackend("server", config.backends["server"]).url
+                base = asyncio.run(plain_client(url, bodies, concurrency))
+                results[str(concurrency)] = {
+                    "images": n, "requests": requests,
+                    "requests_per_s": round(requests / span, 1),
+                    "baseline_requests_per_s": round(requests / base, 1),
+                    "overhead_pct": round(100 * (span / base - 1), 2),
+                    "overhead_ms_per_request": round(1000 * (span - base) / requests, 3),
+                    "cpu_ms_per_request": round(1000 * cpu / requests, 3),
+                    "build_wall_s": round(build_wall, 2),
+                }
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
     print(json.dumps({
         "benchmark": "dataset_build",
-        "images": args.images,
-        "requests_per_image": 1 + args.perspectives + args.slots,
-        "captions_per_image": args.slots,
-        "captions_per_s": {str(c): round(r[1] / r[0], 2) for c, r in results.items()},
-        "requests_per_s": {str(c): round(r[2] / r[0], 2) for c, r in results.items()},
-        "baseline_requests_per_s": round(requests1 / base_wall, 2),
-        "overhead_ms_per_request": round(1000 * (span - inside) / requests1, 2),
-        "http_call_ms_per_request": round(1000 * inside / requests1, 2),
-        "builder_vs_baseline": round(base_wall / span, 3),
+        "latency_ms": args.latency_ms,
+        "requests_per_image": 1 + args.perspectives + 6,
+        "by_concurrency": results,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 

@@ -70,13 +70,14 @@ def vit_b_32_encoder(workdir: Path, batch_size: int):
     import open_clip
 
     from rs_vlm_app.models.encoder import ClipEncoder
-    from rs_vlm_app.models.factory import ModelRequest, load_model
+    from rs_vlm_app.models.factory import load_model
+    from rs_vlm_app.models.spec import ModelSpec
     from tests.tinymodels import save_checkpoint
 
     checkpoint = workdir / "vit_b_32_random.safetensors"
     model = open_clip.create_model("ViT-B-32", pretrained=None)
     save_checkpoint(model, checkpoint, "safetensors")
-    loaded = load_model(ModelRequest(arch="ViT-B-32", checkpoint=checkpoint), device="cpu", precision="fp32")
+    loaded = load_model(ModelSpec(arch="ViT-B-32", checkpoint=checkpoint), device="cpu", precision="fp32")
     return ClipEncoder(loaded, device="cpu", precision="fp32", batch_size=batch_size), model
 
 
@@ -124,8 +125,8 @@ def main() -> None:
     from rs_vlm_app.geo.raster import open_raster
     from rs_vlm_app.models.preprocess import fast_tile_transform
     from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
-    from rs_vlm_app.tasks.localize import localize, tile_preprocessing
-    from rs_vlm_app.tasks.scene_encoding import encode_scene
+    from rs_vlm_app.tasks.localize import localize
+    from rs_vlm_app.tasks.scene_encoding import encode_scene, tile_preprocessing
 
     scene = build_mosaic(args.size)
     with tempfile.TemporaryDirectory() as tmp:

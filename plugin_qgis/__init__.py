@@ -1,7 +1,7 @@
 """rs-vlm for QGIS: ask remote-sensing imagery questions in plain language.
 
 Runs inside QGIS's own Python and imports only qgis.*, qgis.PyQt, the standard library and the
-worker protocol (jobproto.py). All model work happens in the rs-vlm worker, a separate process in
+worker protocol and client (jobproto.py). All model work happens in the rs-vlm worker, a separate process in
 the app's own environment: torch, open_clip and rasterio are never imported here.
 """
 

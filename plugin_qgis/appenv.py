@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+from .jobproto import client
+
 #: variables removed from the worker's environment, by exact name
 STRIPPED_NAMES = frozenset({
     "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE", "PYTHONSAFEPATH",
@@ -50,4 +52,4 @@ def worker_environment(
 
 def worker_command(python: str, serve: bool) -> list[str]:
     """argv of a worker: one job read from stdin, or the persistent ``--serve`` mode."""
-    return [python, "-m", "rs_vlm_app", "worker", "--serve" if serve else "-"]
+    return [python, *client.worker_args(serve)]

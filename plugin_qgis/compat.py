@@ -33,10 +33,3 @@ def enum(*paths: str):
                 break
             return value
     raise AttributeError(f"none of {', '.join(paths)} exists in this QGIS")
-
-
-def qgis_version_int() -> int:
-    try:
-        return core.Qgis.versionInt()
-    except AttributeError:
-        return core.Qgis.QGIS_VERSION_INT

@@ -14,6 +14,7 @@ from qgis.PyQt.QtCore import QStringListModel
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QCompleter,
     QFileDialog,
@@ -26,21 +27,22 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from . import results, settings, sources, specs
+from . import area, results, settings, sources, specs
 from .compat import enum
 from .settings_dialog import SettingsDialog, describe_hello
-from .shipped import icon_path
+from .shipped import class_lists, icon_path
 from .tasks import LOG_TAG, WorkerJobTask
 from .worker import JobOutcome, WorkerError, WorkerService, check_interpreter
 
 RECENT_QUERIES = 20
-CLASS_SETS = (("AID (30 scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
-              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list from a file...", ""),
+#: the bundled class lists (resources/classes/, shipped with the plugin), then a file, then typed names
+CLASS_SETS = (*((info.label, info.key) for info in class_lists()), ("Class list from a file...", ""),
               ("Type class names...", "names"))
 
 
@@ -76,6 +78,38 @@ class RsVlmPanel(QgsDockWidget):
         self._area.addButton(self.visible)
         grid.addWidget(self.whole, 1, 1)
         grid.addWidget(self.visible, 1, 2)
+        self.area_combo = QgsMapLayerComboBox()
+        self.area_combo.setFilters(enum("Qgis.LayerFilter.PolygonLayer",
+                                        "QgsMapLayerProxyModel.Filter.PolygonLayer"))
+        self.area_combo.setAllowEmptyLayer(True, "None: the whole raster")
+        self.area_combo.setLayer(None)
+        self.area_combo.setToolTip("only tiles overlapping these polygons (any CRS) are read and encoded; the "
+                                   "heat map is nodata outside them")
+        self.area_selected = QCheckBox("Selected features only")
+        self.area_selected.setToolTip("the area is the selected polygons of the layer, not all of them")
+        grid.addWidget(QLabel("Area"), 2, 0)
+        grid.addWidget(self.area_combo, 2, 1)
+        grid.addWidget(self.area_selected, 2, 2)
+        self.archive_edit = QLineEdit()
+        self.archive_edit.setPlaceholderText("none: ask the layer")
+        self.archive_edit.setClearButtonEnabled(True)
+        self.archive_edit.setToolTip("an archive folder made by `rsvlm index`: the query then searches every "
+                                     "indexed scene (the best tiles, as footprints) instead of the layer")
+        archive_button = QToolButton()
+        archive_button.setText("...")
+        archive_button.setToolTip("choose the archive folder")
+        archive_button.clicked.connect(self._choose_archive)
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 10_000)
+        self.top_k.setValue(20)
+        self.top_k.setPrefix("best ")
+        self.top_k.setToolTip("how many of the archive's tiles to return")
+        archive_row = QHBoxLayout()
+        archive_row.addWidget(self.archive_edit, 1)
+        archive_row.addWidget(archive_button)
+        grid.addWidget(QLabel("Archive"), 3, 0)
+        grid.addLayout(archive_row, 3, 1)
+        grid.addWidget(self.top_k, 3, 2)
         layout.addWidget(source)
 
         ask = QGroupBox("Find it on the map")
@@ -154,12 +188,40 @@ class RsVlmPanel(QgsDockWidget):
             self.report("type what to look for first, e.g. \"a harbour with boats\"", Qgis.MessageLevel.Warning)
             return None
         self._remember(query)
-        return self._start("localize", query, lambda scene, out, config: specs.localize(
-            scene, [query], out, config.clip.to_spec(config.device), grid=config.grid or None))
+        if self.archive_edit.text().strip():
+            return self.run_archive_search(query)
+        return self._start("localize", query, lambda scene, out, config, aoi: specs.localize(
+            scene, [query], out, config.clip.to_spec(config.device), grid=config.grid or None, aoi=aoi))
+
+    def run_archive_search(self, query: str) -> WorkerJobTask | None:
+        """The tiles of the chosen archive best matching ``query`` (an ``archive-search`` job); they
+        arrive as a layer of footprints (EPSG:4326) ranked by score."""
+        archive = Path(self.archive_edit.text().strip()).expanduser()
+        config = settings.load_config()
+        try:
+            check_interpreter(config.python)
+            if not archive.is_dir():
+                raise OSError(f"{archive}: not a folder; choose an archive made by `rsvlm index`")
+            out = _fresh_folder(config.results_dir() / _safe(archive.name), "archive-search")
+        except (WorkerError, OSError) as exc:
+            self.report(str(exc), Qgis.MessageLevel.Critical)
+            return None
+        spec = specs.archive_search(str(archive), query, str(out / "results.gpkg"), config.clip.to_spec(config.device),
+                                    top_k=self.top_k.value())
+        group = f"{query} · archive {archive.name}"
+        task = WorkerJobTask(f"rs-vlm: {query} in archive {archive.name}", self.service, spec,
+                             lambda outcome: self._finished(task, "archive-search", query, group, None, outcome))
+        task.stageChanged.connect(self._stage)
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+        self._busy()
+        self.status.setText(f"{query}: starting the worker..." if not self.service.running else f"{query}: queued")
+        return task
 
     def run_caption(self) -> WorkerJobTask | None:
-        return self._start("caption", "captions", lambda scene, out, config: specs.caption(
-            scene, out / "captions.gpkg", config.captioner.to_spec(config.device), grid=config.grid or None))
+        return self._start("caption", "captions", lambda scene, out, config, aoi: specs.caption(
+            scene, out / "captions.gpkg", config.captioner.to_spec(config.device), grid=config.grid or None,
+            aoi=aoi))
 
     def run_classify(self) -> WorkerJobTask | None:
         key = self.class_set.currentData()
@@ -177,8 +239,8 @@ class RsVlmPanel(QgsDockWidget):
             label = Path(classes).stem
         if not classes:
             return None
-        return self._start("classify", f"classes: {label}", lambda scene, out, config: specs.classify(
-            scene, out, config.clip.to_spec(config.device), classes, grid=config.grid or None))
+        return self._start("classify", f"classes: {label}", lambda scene, out, config, aoi: specs.classify(
+            scene, classes, out, config.clip.to_spec(config.device), grid=config.grid or None, aoi=aoi))
 
     def shut_down(self) -> None:
         """The plugin is being unloaded: cancel every run; results arriving later are dropped."""
@@ -206,10 +268,11 @@ class RsVlmPanel(QgsDockWidget):
                 canvas = self.iface.mapCanvas()
                 extent = sources.layer_crs_extent(layer, canvas.extent(), canvas.mapSettings().destinationCrs())
                 scene = str(sources.write_window_vrt(layer, extent, out / f"{Path(scene).stem}_view.vrt"))
-        except (WorkerError, sources.SourceError, OSError) as exc:
+            aoi = self._write_area(out)
+        except (WorkerError, sources.SourceError, area.AreaError, OSError) as exc:
             self.report(str(exc), Qgis.MessageLevel.Critical)
             return None
-        spec = make_spec(scene, out, config)
+        spec = make_spec(scene, out, config, aoi)
         group = title if kind == "localize" else f"{title} · {layer.name()}"
         task = WorkerJobTask(f"rs-vlm: {title} on {layer.name()}", self.service, spec,
                              lambda outcome: self._finished(task, kind, title, group, layer, outcome))
@@ -220,14 +283,15 @@ class RsVlmPanel(QgsDockWidget):
         self.status.setText(f"{title}: starting the worker..." if not self.service.running else f"{title}: queued")
         return task
 
+    def _write_area(self, out: Path) -> str | None:
+        """The chosen area of interest written into the run's folder (the spec's ``aoi``), or None."""
+        layer = self.area_combo.currentLayer()
+        if layer is None:
+            return None
+        return area.write_area(layer, out, selected_only=self.area_selected.isChecked())
+
     def _output_dir(self, config, layer: QgsRasterLayer, kind: str) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = config.results_dir() / _safe(layer.name())
-        out, n = base / f"{kind}-{stamp}", 2
-        while out.exists():
-            out, n = base / f"{kind}-{stamp}-{n}", n + 1
-        out.mkdir(parents=True)
-        return out
+        return _fresh_folder(config.results_dir() / _safe(layer.name()), kind)
 
     def _stage(self, text: str, percent: float) -> None:
         self.status.setText(text)
@@ -266,12 +330,7 @@ class RsVlmPanel(QgsDockWidget):
                 QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)
             return
         try:
-            if kind == "localize":
-                layers = results.localize_layers(outcome, title, layer)
-            elif kind == "caption":
-                layers = results.caption_layers(outcome, layer)
-            else:
-                layers = results.classify_layers(outcome, layer)
+            layers = results.result_layers(outcome, layer, title=group, group=title if kind == "localize" else None)
         except results.ResultError as exc:
             self.report(str(exc), Qgis.MessageLevel.Critical)
             return
@@ -296,7 +355,7 @@ class RsVlmPanel(QgsDockWidget):
         if hello is not None:
             state = f"worker ready · {describe_hello(hello)}"
         elif not config.python:
-            state = "no rs-vlm Python configured: open the settings"
+            state = "no rs-vlm engine yet: Raster > rs-vlm > Set up rs-vlm..., or choose its Python in the settings"
         else:
             state = "worker starts with the first run"
         self.worker_label.setText(f"<small>Model: {model} · device {config.device}<br>{state}</small>")
@@ -324,6 +383,12 @@ class RsVlmPanel(QgsDockWidget):
             self._classes_file = path
             self.class_set.setItemText(index, f"Classes from {Path(path).name}")
 
+    def _choose_archive(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Archive folder (made by rsvlm index)",
+                                                  self.archive_edit.text().strip())
+        if folder:
+            self.archive_edit.setText(folder)
+
     def _load_recent(self) -> list[str]:
         raw = settings.value("recent_queries")
         return [q for q in raw.split("\n") if q.strip()] if raw else []
@@ -340,8 +405,21 @@ def _safe(name: str) -> str:
     return cleaned[:60] or "layer"
 
 
+def _fresh_folder(base: Path, kind: str) -> Path:
+    """A new ``base/<kind>-<time stamp>`` folder for one run's results."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out, n = base / f"{kind}-{stamp}", 2
+    while out.exists():
+        out, n = base / f"{kind}-{stamp}-{n}", n + 1
+    out.mkdir(parents=True)
+    return out
+
+
 def _summary(kind: str, title: str, outcome: JobOutcome) -> str:
     summary = outcome.result.summary if outcome.result is not None else {}
+    if kind == "archive-search":
+        hits, scenes = len(summary.get("hits") or []), summary.get("scenes_searched", "?")
+        return f"'{title}': the best {hits} tile{'s' if hits != 1 else ''} of {scenes} scene(s) in the archive"
     if kind == "localize":
         queries = summary.get("queries") or []
         if queries and isinstance(queries[0], dict) and "hotspots" in queries[0]:

@@ -26,6 +26,7 @@ class RsVlmPlugin:
         self.panel = None
         self.actions: list[QAction] = []
         self.options_factory = None
+        self.setup = None
 
     # -- Processing only (qgis_process calls just this) --------------------------------------------
 
@@ -39,6 +40,7 @@ class RsVlmPlugin:
     def initGui(self) -> None:  # noqa: N802 - QGIS's name
         from .panel import RsVlmPanel
         from .settings_dialog import OptionsFactory
+        from .setup_dialog import SetupEntry
 
         self.service = WorkerService(settings.load_config, qgis_prefix=QgsApplication.prefixPath(),
                                      on_stderr=_log_worker_line)
@@ -62,11 +64,25 @@ class RsVlmPlugin:
         prefs.triggered.connect(self.panel.open_settings)
         self.iface.addPluginToRasterMenu(MENU, prefs)
         self.actions = [show, prefs]
+        self.setup = SetupEntry(self.iface, on_engine_changed=self._engine_changed)
+        self.iface.addPluginToRasterMenu(MENU, self.setup.action)
+        self.actions.append(self.setup.action)
 
         self.options_factory = OptionsFactory(on_saved=self.panel.refresh_worker_label)
         self.iface.registerOptionsWidgetFactory(self.options_factory)
+        self.setup.offer_if_needed()
+
+    def _engine_changed(self) -> None:
+        """The set-up dialog recorded a new engine: the next job starts a worker there."""
+        if self.service is not None:
+            self.service.stop()
+        if self.panel is not None:
+            self.panel.refresh_worker_label()
 
     def unload(self) -> None:
+        if self.setup is not None:
+            self.setup.unload()
+            self.setup = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             self.iface.removeRasterToolBarIcon(action)

@@ -1,8 +1,10 @@
 """Turning a finished job's files into QGIS layers: styled, in the source layer's CRS, grouped.
 
-The worker writes every result as a file (GeoTIFF heat maps and class rasters, GeoPackage layers);
-this module opens them as layers, applies the shipped .qml styles and puts them in a layer-tree
-group named after the query (or the task), above everything else.
+The worker writes every result as a file (GeoTIFF heat maps and class rasters, GeoPackage layers).
+Which files become which layers (names, styles, visibility, grouping) is the shared client's layer
+plan (rs_vlm_app/jobs/client.py, the same the desktop app follows); this module opens the planned
+layers with QGIS, applies the shipped .qml styles and puts them in a layer-tree group named after the
+query (or the task), above everything else.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from .jobproto import client
 from .shipped import style_path
 
 #: custom layer properties the plugin sets on the layers it adds
@@ -90,65 +93,29 @@ def add_group(layers: list[tuple[QgsMapLayer, bool]], group_name: str, project: 
     return group
 
 
-def _first(files: list, role: str, suffixes: tuple[str, ...] = ()) -> str | None:
-    for f in files:
-        if f.role == role and (not suffixes or f.path.lower().endswith(suffixes)):
-            return f.path
-    return None
+def open_planned(planned, source: QgsMapLayer | None) -> QgsMapLayer:
+    """Open one layer of the client's layer plan (client.PlannedLayer), styled and tagged with its role."""
+    if planned.source == "raster":
+        layer = open_raster(planned.path, planned.name, planned.style or None, source)
+    else:
+        layer = open_vector(planned.path, planned.sublayer, planned.name, planned.style or None, source)
+    layer.setCustomProperty(ROLE_PROPERTY, planned.role)
+    if planned.query:
+        layer.setCustomProperty(QUERY_PROPERTY, planned.query)
+    return layer
 
 
-def localize_layers(outcome, query: str, source: QgsMapLayer | None) -> list[tuple[QgsMapLayer, bool]]:
-    """Hot spots, heat map and tile scores of one localized query, as (layer, visible) pairs."""
-    files = [f for f in outcome.files() if not f.title or f.title == query] or outcome.files()
-    heatmap = _first(files, "heatmap")
-    vectors = _first(files, "vectors", (".gpkg",))
-    if heatmap is None or vectors is None:
-        raise ResultError(f"the worker's result for '{query}' has no heat map or no hot spots")
-    layers = [
-        (open_vector(vectors, "hotspots", "hot spots", "hotspots", source), True),
-        (open_raster(heatmap, "heat map", "heatmap", source), True),
-        (open_vector(vectors, "tiles", "tile scores", "tile_scores", source), False),
-    ]
-    for layer, _visible in layers:
-        layer.setCustomProperty(QUERY_PROPERTY, query)
-    layers[0][0].setCustomProperty(ROLE_PROPERTY, "hotspots")
-    layers[1][0].setCustomProperty(ROLE_PROPERTY, "heatmap")
-    layers[2][0].setCustomProperty(ROLE_PROPERTY, "tiles")
-    return layers
+def plan_layers(outcome, title: str = "") -> list:
+    """The client's layer plan of a finished job (client.LayerGroupPlan list)."""
+    return client.result_layer_plan(outcome, title)
 
 
-def caption_layers(outcome, source: QgsMapLayer | None) -> list[tuple[QgsMapLayer, bool]]:
-    """The captioned tiles."""
-    gpkg = _first(outcome.files(), "tiles", (".gpkg",)) or _first(outcome.files(), "vectors", (".gpkg",))
-    if gpkg is None:
-        raise ResultError("the worker's captioning result has no GeoPackage of tiles")
-    layer = open_vector(gpkg, _layer_names(outcome, gpkg, "captions"), "captions", "captions", source)
-    layer.setCustomProperty(ROLE_PROPERTY, "captions")
-    return [(layer, True)]
-
-
-def classify_layers(outcome, source: QgsMapLayer | None) -> list[tuple[QgsMapLayer, bool]]:
-    """The class raster (its colour table comes with the file) and the tiles with their top classes."""
-    out: list[tuple[QgsMapLayer, bool]] = []
-    gpkg = _first(outcome.files(), "tiles", (".gpkg",)) or _first(outcome.files(), "vectors", (".gpkg",))
-    if gpkg is not None:
-        tiles = open_vector(gpkg, _layer_names(outcome, gpkg, "tiles"), "tile classes", "tile_classes", source)
-        tiles.setCustomProperty(ROLE_PROPERTY, "tiles")
-        out.append((tiles, True))
-    classes = next((f.path for f in outcome.files() if f.path.replace("\\", "/").endswith("/classes.tif")),
-                   None) or _first(outcome.files(), "raster", (".tif", ".tiff"))
-    if classes is not None:  # its legend (classes.qml beside it) loads as the default style
-        raster = open_raster(classes, "classes", None, source)
-        raster.setCustomProperty(ROLE_PROPERTY, "classes")
-        out.append((raster, True))
-    if not out:
-        raise ResultError("the worker's classification result has no class raster and no tiles")
-    return out
-
-
-def _layer_names(outcome, gpkg: str, default: str) -> str:
-    """The GeoPackage layer the worker named in its result, else ``default``."""
-    for f in outcome.files():
-        if f.path == gpkg and f.layers:
-            return f.layers[0]
-    return default
+def result_layers(outcome, source: QgsMapLayer | None, title: str = "",
+                  group: str | None = None) -> list[tuple[QgsMapLayer, bool]]:
+    """The layers of a finished job as (layer, visible) pairs, top first: those of the plan's group
+    ``group`` (localize: the query), else of its first group."""
+    plan = plan_layers(outcome, title)
+    chosen = next((g for g in plan if group is not None and g.name == group), plan[0] if plan else None)
+    if chosen is None or not chosen.layers:
+        raise ResultError(f"the worker's {outcome.kind or 'job'} result has no layer to show")
+    return [(open_planned(planned, source), planned.visible) for planned in chosen.layers]

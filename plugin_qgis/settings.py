@@ -2,16 +2,18 @@
 
 Where the interpreter comes from, first match wins:
 1. the value the user set in rs-vlm's settings (QgsSettings key ``rs_vlm/python``);
-2. the one ``rsvlm qgis install`` recorded in ``<profile>/rs_vlm/app.json``;
+2. the newer of: the environment the "Set up rs-vlm" dialog made (``rs_vlm/engine/python``,
+   recorded only after its worker answered) and the one ``rsvlm qgis install`` recorded in
+   ``<profile>/rs_vlm/app.json``;
 3. the interpreter of an ``rsvlm`` script found on PATH (its ``#!`` line, or the venv beside it).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,19 +41,17 @@ class ModelChoice:
                                or Path(text).expanduser().is_file())
 
     def to_spec(self, device: str) -> dict:
-        """The job spec's ``model`` object (rs_vlm_app.jobs.specs.ModelSpec)."""
-        spec: dict = {"device": device or "auto"}
+        """The job spec's ``model`` object (rs_vlm_app.models.spec.ModelSpec), built by the shared client."""
+        from .jobproto import client
+
         text = self.model.strip()
-        if text:
-            if self.is_file():
-                spec["checkpoint"] = str(Path(text).expanduser())
-            else:
-                spec["name"] = text
-        if self.arch.strip():
-            spec["arch"] = self.arch.strip()
-        if self.config.strip():
-            spec["model_config"] = str(Path(self.config.strip()).expanduser())
-        return spec
+        as_file = bool(text) and self.is_file()
+        return client.model_spec(
+            name=None if as_file else (text or None),
+            checkpoint=str(Path(text).expanduser()) if as_file else None,
+            arch=self.arch.strip() or None,
+            model_config=str(Path(self.config.strip()).expanduser()) if self.config.strip() else None,
+            device=device or "auto")
 
     def describe(self) -> str:
         text = self.model.strip()
@@ -171,12 +171,39 @@ def save_config(config: AppConfig) -> None:
 
 
 def detected_python() -> tuple[str, str, str]:
-    """(python, pythonpath, origin) ignoring the user's own setting: the install record, then PATH."""
+    """(python, pythonpath, origin) ignoring the user's own setting: the newer of the set-up
+    dialog's environment and the install record, then PATH."""
     record = read_install_record()
+    engine = setup_engine()
+    if engine.get("python") and (not record.get("python") or engine["installed"] >= str(record.get("installed") or "")):
+        return engine["python"], "", "setup"
     if record.get("python"):
         return str(record["python"]), str(record.get("pythonpath") or ""), "install"
     python = python_on_path()
     return python, "", "path" if python else ""
+
+
+ENGINE_KEYS = ("python", "env", "installed", "summary")
+
+
+def setup_engine() -> dict[str, str]:
+    """What the set-up dialog recorded: python, env (its folder), installed (UTC, ISO), summary
+    (the worker's hello in one line); {} when it never succeeded."""
+    s = QgsSettings()
+    engine = {key: _text(s, f"engine/{key}") for key in ENGINE_KEYS}
+    return engine if engine["python"] else {}
+
+
+def record_engine(python: str, env_dir: str, summary: str) -> None:
+    """Make the environment the set-up dialog just built (and whose worker answered) the engine.
+    A Python the user had chosen by hand is forgotten: setting up is choosing anew."""
+    s = QgsSettings()
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for key, value in zip(ENGINE_KEYS, (python, env_dir, now, summary), strict=True):
+        s.setValue(f"{PREFIX}engine/{key}", value)
+    s.remove(PREFIX + "python")
+    s.remove(PREFIX + "pythonpath")
+    s.sync()
 
 
 def set_value(key: str, value) -> None:
@@ -190,8 +217,3 @@ def value(key: str, default: str = "") -> str:
 def _text(s: QgsSettings, key: str) -> str:
     raw = s.value(PREFIX + key, "")
     return "" if raw is None else str(raw).strip()
-
-
-def qgis_python_version_ok() -> bool:
-    """The protocol module needs Python 3.10 or newer (QGIS 3.28+ ships it everywhere)."""
-    return sys.version_info >= (3, 10)

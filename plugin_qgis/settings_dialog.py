@@ -35,7 +35,9 @@ ORIGIN_TEXT = {
     "settings": "chosen here",
     "install": "recorded by `rsvlm qgis install`",
     "path": "found on PATH (the `rsvlm` command)",
-    "": "not found: run `rsvlm qgis install` in rs-vlm's environment, or choose its python here",
+    "setup": "the environment made by Raster > rs-vlm > Set up rs-vlm...",
+    "": "not found: use Raster > rs-vlm > Set up rs-vlm..., run `rsvlm qgis install` in rs-vlm's environment, "
+        "or choose its python here",
 }
 
 

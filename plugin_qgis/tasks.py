@@ -13,6 +13,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .compat import enum
+from .jobproto import client
 from .worker import JobOutcome, WorkerService
 
 LOG_TAG = "rs-vlm"
@@ -36,7 +37,7 @@ class WorkerJobTask(QgsTask):
         try:
             self.outcome = self.service.run(self.spec, self._on_event, self.isCanceled)
         except Exception as exc:  # never let an exception escape into QGIS's task manager
-            self.outcome = JobOutcome("error", f"rs-vlm plugin error: {exc}", "internal")
+            self.outcome = client.Job.ended("error", f"rs-vlm plugin error: {exc}", "internal", self.spec)
         return self.outcome.ok
 
     def _on_event(self, event) -> None:
@@ -56,7 +57,7 @@ class WorkerJobTask(QgsTask):
     def finished(self, result: bool) -> None:  # noqa: ARG002 - QgsTask's signature
         outcome = self.outcome
         if outcome is None:  # cancelled before run() started
-            outcome = JobOutcome("cancelled", "cancelled before it started")
+            outcome = client.Job.ended("cancelled", "cancelled before it started", spec=self.spec)
         self.on_done(outcome)
 
 

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rs_vlm_app.commands.caption",
     "rs_vlm_app.commands.classify",
     "rs_vlm_app.commands.search",
+    "rs_vlm_app.commands.index",
     "rs_vlm_app.commands.evaluate_models",
     "rs_vlm_app.commands.worker",
     "rs_vlm_app.commands.gui",
@@ -100,6 +101,9 @@ def configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rs_vlm_app.runtime import configure_process
+
+    configure_process()  # OpenMP, threads, GDAL cache, malloc: before torch or GDAL load
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -1,8 +1,9 @@
 """Building and installing the QGIS plugin (plugin_qgis/): standard library only.
 
 The plugin runs inside QGIS's own Python and may import only qgis.*, the standard library and the
-worker protocol. A built plugin folder is therefore self-contained: the plugin's code, a copy of
-rs_vlm_app/jobs/protocol.py, the .qml styles of resources/styles and the license.
+worker protocol and client. A built plugin folder is therefore self-contained: the plugin's code,
+copies of rs_vlm_app/jobs/protocol.py and client.py, the .qml styles of resources/styles, the class
+lists of resources/classes and the license.
 ``install`` puts it into a QGIS profile and records which Python runs the worker.
 """
 
@@ -23,8 +24,13 @@ from rs_vlm_app.atomic import atomic_path, write_text_atomic
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.resources import resources_dir
 
-#: the plugin's folder name in QGIS's plugins folder (its Python package name)
-PLUGIN_ID = "rs_vlm"
+#: the plugin's folder name in QGIS's plugins folder (its Python package name); not ``rs_vlm``, which is
+#: the Python API's package (``import rs_vlm``) and would be ambiguous with the checkout on sys.path
+PLUGIN_ID = "rsvlm_qgis"
+#: the folder name earlier releases installed the plugin under; removed when it is ours
+LEGACY_PLUGIN_ID = "rs_vlm"
+#: the plugin's display name (metadata.txt ``name``): how a legacy folder is recognised as ours
+PLUGIN_NAME = "rs-vlm"
 #: what the plugin reads to find the app: <profile>/rs_vlm/app.json
 RECORD_FOLDER = "rs_vlm"
 RECORD_NAME = "app.json"
@@ -54,33 +60,65 @@ def protocol_source() -> Path:
     return Path(rs_vlm_app.__file__).resolve().parent / "jobs" / "protocol.py"
 
 
-def plugin_version(plugin_dir: Path) -> str:
-    for line in (plugin_dir / "metadata.txt").read_text(encoding="utf-8").splitlines():
-        if line.startswith("version="):
-            return line.split("=", 1)[1].strip()
-    return ""
+#: the app's standard-library modules the plugin carries (plugin_qgis/jobproto.py loads them)
+SHIPPED_MODULES = ("protocol.py", "client.py")
+#: resource files the plugin carries: the .qml styles and the bundled class lists
+SHIPPED_RESOURCES = (("styles", "*.qml"), ("classes", "*.txt"))
 
 
 def build_plugin(parent: Path) -> Path:
-    """Write the self-contained plugin folder ``parent/rs_vlm`` and return it."""
+    """Write the self-contained plugin folder ``parent/rsvlm_qgis`` and return it."""
     source = plugin_source_dir()
     target = Path(parent) / PLUGIN_ID
     shutil.copytree(source, target, ignore=_IGNORED)
-    protocol = protocol_source()
-    if not protocol.is_file():
-        raise UserError("rs_vlm_app/jobs/protocol.py is missing; the plugin cannot talk to the worker without it",
-                        path=protocol)
-    shutil.copyfile(protocol, target / "protocol.py")
-    styles = target / "styles"
-    styles.mkdir(exist_ok=True)
-    for qml in sorted(styles_source().glob("*.qml")):
-        shutil.copyfile(qml, styles / qml.name)
+    for name in SHIPPED_MODULES:
+        module = protocol_source().with_name(name)
+        if not module.is_file():
+            raise UserError(f"rs_vlm_app/jobs/{name} is missing; the plugin cannot talk to the worker without it",
+                            path=module)
+        shutil.copyfile(module, target / name)
+    for folder, pattern in SHIPPED_RESOURCES:
+        copy = target / folder
+        copy.mkdir(exist_ok=True)
+        for path in sorted(styles_source().parent.joinpath(folder).glob(pattern)):
+            shutil.copyfile(path, copy / path.name)
+    (target / ENGINE_FILE).write_text(json.dumps(engine_requirements(), indent=1) + "\n", encoding="utf-8")
     return target
+
+
+#: in the built plugin: which rs-vlm (and torch) its "Set up rs-vlm" dialog installs (plugin_qgis/envdetect.py)
+ENGINE_FILE = "engine.json"
+
+
+def engine_requirements() -> dict:
+    """The rs-vlm release this plugin belongs to, its torch pins and its minimum Python, for the
+    plugin's set-up dialog: from the checkout's pyproject.toml, else this installation's metadata."""
+    import re
+    from importlib import metadata
+
+    version, deps, requires_python = rs_vlm_app.__version__, [], ""
+    pyproject = Path(rs_vlm_app.__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        if project.get("name") == "rs-vlm":
+            deps, requires_python = project.get("dependencies", []), project.get("requires-python", "")
+    if not deps:
+        try:
+            deps = [d for d in metadata.requires("rs-vlm") or [] if "extra ==" not in d]
+            requires_python = metadata.metadata("rs-vlm").get("Requires-Python", "")
+        except metadata.PackageNotFoundError:
+            pass
+    torch = [d.replace(" ", "") for d in deps if re.match(r"^\s*(torch|torchvision)\s*[=<>!~]", d)]
+    minimum = re.search(r">=\s*(\d+\.\d+)", requires_python or "")
+    return {"app_version": version, "requirement": f"rs-vlm=={version}", "torch": torch,
+            "python_min": minimum.group(1) if minimum else "3.11"}
 
 
 def package_zip(output: Path) -> Path:
     """The plugin as a zip QGIS installs (Plugins > Manage and Install Plugins > Install from ZIP),
-    with one top folder ``rs_vlm/``; written atomically."""
+    with one top folder ``rsvlm_qgis/``; written atomically."""
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise UserError("the plugin package must be a .zip file", path=output)
@@ -117,11 +155,12 @@ def app_pythonpath() -> str:
 
 @dataclass
 class Installed:
-    plugin: Path          # <profile>/python/plugins/rs_vlm
+    plugin: Path          # <profile>/python/plugins/rsvlm_qgis
     record: Path          # <profile>/rs_vlm/app.json
     python: str
     enabled_in: Path | None
     linked: bool
+    legacy_removed: Path | None = None   # an earlier release's <profile>/python/plugins/rs_vlm, removed
 
 
 def install(profile: str = "default", profiles: Path | None = None, link: bool = False, enable: bool = True,
@@ -144,6 +183,7 @@ def install(profile: str = "default", profiles: Path | None = None, link: bool =
             _replace_with_link(target, plugin_source_dir())
         else:
             _replace_with_copy(target)
+        legacy = remove_legacy_plugin(profile_dir)
         record = profile_dir / RECORD_FOLDER / RECORD_NAME
         python = python or sys.executable
         write_text_atomic(record, json.dumps({
@@ -161,25 +201,65 @@ def install(profile: str = "default", profiles: Path | None = None, link: bool =
     except OSError as exc:
         raise UserError(f"cannot install the plugin ({exc.strerror or exc})", path=getattr(exc, "filename", None)
                         or target) from None
-    return Installed(target, record, python, ini, link)
+    return Installed(target, record, python, ini, link, legacy)
 
 
-def uninstall(profile: str = "default", profiles: Path | None = None) -> Path | None:
-    """Remove the plugin and its record from a profile; the removed plugin path, or None."""
+def uninstall(profile: str = "default", profiles: Path | None = None) -> list[Path]:
+    """Remove the plugin (and an earlier release's ``rs_vlm`` plugin folder, when it is ours) and its
+    record from a profile; the removed plugin folders, none when nothing was installed."""
     profiles = Path(profiles) if profiles is not None else profiles_dir()
     profile_dir = profiles / profile
     target = profile_dir / "python" / "plugins" / PLUGIN_ID
-    removed = None
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-        removed = target
-    elif target.is_dir():
-        shutil.rmtree(target)
-        removed = target
-    record = profile_dir / RECORD_FOLDER / RECORD_NAME
-    if record.is_file():
-        record.unlink()
+    removed = []
+    try:
+        if _remove_path(target):
+            removed.append(target)
+        legacy = remove_legacy_plugin(profile_dir)
+        if legacy is not None:
+            removed.append(legacy)
+        record = profile_dir / RECORD_FOLDER / RECORD_NAME
+        if record.is_file():
+            record.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot remove the plugin ({exc.strerror or exc})", path=getattr(exc, "filename", None)
+                        or target) from None
     return removed
+
+
+def _remove_path(path: Path) -> bool:
+    """Remove a file, a link (never what it points to) or a folder; False when there was nothing."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    else:
+        return False
+    return True
+
+
+def is_our_plugin(folder: Path) -> bool:
+    """Whether a plugin folder holds rs-vlm's plugin (its metadata.txt ``name`` is ``rs-vlm``)."""
+    import configparser
+
+    metadata = configparser.ConfigParser(interpolation=None)
+    try:
+        metadata.read(Path(folder) / "metadata.txt", encoding="utf-8")
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return False
+    return metadata.get("general", "name", fallback="").strip() == PLUGIN_NAME
+
+
+def remove_legacy_plugin(profile_dir: Path) -> Path | None:
+    """Remove ``<profile>/python/plugins/rs_vlm`` (the folder name of earlier releases) when it is rs-vlm's
+    plugin, and its entry in the profile's QGIS3.ini; another plugin of that name is left alone."""
+    legacy = Path(profile_dir) / "python" / "plugins" / LEGACY_PLUGIN_ID
+    if not (legacy.is_symlink() or legacy.exists()) or not is_our_plugin(legacy):
+        return None
+    _remove_path(legacy)
+    ini = Path(profile_dir) / "QGIS" / "QGIS3.ini"
+    if ini.is_file():
+        disable_plugin(ini, LEGACY_PLUGIN_ID)
+    return legacy
 
 
 def _replace_with_copy(target: Path) -> None:
@@ -211,6 +291,22 @@ def _replace_with_link(target: Path, source: Path) -> None:
     except OSError as exc:
         raise UserError(f"cannot link the plugin ({exc.strerror or exc}); install a copy instead (without --link)",
                         path=target) from None
+
+
+def disable_plugin(ini: Path, plugin_id: str) -> None:
+    """Drop ``<plugin_id>=...`` from the ``[PythonPlugins]`` section of a QGIS settings file, every other
+    line kept as it was."""
+    lines = ini.read_text(encoding="utf-8").splitlines()
+    out, in_section = [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            in_section = stripped == "[PythonPlugins]"
+        elif in_section and stripped.split("=", 1)[0].strip() == plugin_id:
+            continue
+        out.append(line)
+    if out != lines:
+        write_text_atomic(ini, "\n".join(out) + "\n")
 
 
 def enable_plugin(ini: Path, plugin_id: str) -> None:

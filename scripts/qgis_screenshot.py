@@ -30,7 +30,7 @@ def main():
     iface.mainWindow().resize(1500, 900)
     layer = iface.addRasterLayer(SCENE, os.path.splitext(os.path.basename(SCENE))[0])
     QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setExpanded(False)
-    panel = plugins["rs_vlm"].panel
+    panel = plugins["rsvlm_qgis"].panel
     panel.show()
     panel.raise_()
     panel.layer_combo.setLayer(layer)

@@ -24,7 +24,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned (pyproject.toml says why); everything else resolves from the project's metadata.
-.venv/bin/python -m pip install -q -e ".[gui,serving,eval,train,dev]"
+.venv/bin/python -m pip install -q -e ".[gui,serving,eval,train,distributed,dev]"
 .venv/bin/rsvlm --version
 
 # The QGIS plugin's tests run in QGIS's own Python: a venv over the system one (which has qgis),

@@ -17,6 +17,9 @@ class ColourEncoder:
     embed_dim = 3
     fingerprint = "test-colour-encoder-v1"
     display_name = "colour encoder (test)"
+    device = "cpu"
+    precision = "fp32"
+    logit_scale = 100.0
 
     def __init__(self):
         self.images_encoded = 0

@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
     QgsProcessingUtils,
@@ -23,6 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .. import settings
+from ..area import source_spec as area_spec
 from ..compat import enum
 from ..results import apply_style
 from ..settings import ModelChoice
@@ -124,6 +126,22 @@ class WorkerAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterString(
             "BANDS", "Bands to read as red, green, blue (or one grey band), e.g. 4,3,2 (empty: the first three)",
             defaultValue="", optional=True)))
+
+    def add_area_parameter(self) -> None:
+        polygon = enum("Qgis.ProcessingSourceType.VectorPolygon", "QgsProcessing.SourceType.TypeVectorPolygon")
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "AREA", "Area of interest (polygons, any CRS; empty: the whole raster)", [polygon], optional=True))
+
+    def area(self, parameters, context, feedback) -> str | None:
+        """The AREA parameter as a spec's ``aoi`` (``FILE[:LAYER]``): the layer's file, or a GeoPackage
+        QGIS writes (selected features only, a memory layer, a database layer), in the layer's CRS."""
+        if self.parameterAsSource(parameters, "AREA", context) is None:
+            return None
+        path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, "AREA", context, ["gpkg", "shp", "geojson", "fgb"], "gpkg", feedback)
+        if not path:
+            raise QgsProcessingException("the area of interest could not be written to a file")
+        return area_spec(path, layer)
 
     def bands(self, parameters, context) -> list[int] | None:
         """The BANDS parameter as 1-based band numbers (None: the worker's default)."""

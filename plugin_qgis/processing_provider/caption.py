@@ -53,6 +53,7 @@ class CaptionAlgorithm(WorkerAlgorithm):
             "MAX_LEN", "Most tokens per caption", type=integer, defaultValue=30, minValue=2, maxValue=128)))
         self.add_model_parameters()
         self.add_grid_parameter("256")
+        self.add_area_parameter()
         self.add_bands_parameter()
         self.addParameter(advanced(QgsProcessingParameterBoolean(
             "CLIP_SCORE", "Score each caption against its tile with the CLIP model of rs-vlm's settings (clip_score)",
@@ -69,7 +70,8 @@ class CaptionAlgorithm(WorkerAlgorithm):
             decoding=DECODINGS[self.parameterAsEnum(parameters, "DECODING", context)],
             beams=self.parameterAsInt(parameters, "BEAMS", context),
             max_len=self.parameterAsInt(parameters, "MAX_LEN", context),
-            bands=self.bands(parameters, context), clip_model=self.clip_scorer(parameters, context),
+            bands=self.bands(parameters, context),
+            aoi=self.area(parameters, context, feedback), clip_model=self.clip_scorer(parameters, context),
         )
         outcome = self.run_job(spec, feedback)
         gpkg = result_file(outcome, "tiles", (".gpkg",), fallback_roles=("vectors",))

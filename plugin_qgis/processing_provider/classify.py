@@ -17,6 +17,7 @@ from qgis.core import (
 
 from .. import specs
 from ..compat import enum
+from ..shipped import class_lists
 from .base import WorkerAlgorithm, result_file
 
 HELP = """<p>Labels every tile of a raster with scene classes, zero-shot: a CLIP model compares each
@@ -29,8 +30,8 @@ lines starting with # are comments).</p>
 covering tiles, with a colour table and class names; its legend style is loaded with it), optionally
 the per-class <b>probabilities</b>, and the <b>tiles</b> with their top-k classes and probabilities.</p>"""
 
-CLASS_SETS = (("AID (30 aerial scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
-              ("EuroSAT (10 land-cover classes)", "eurosat"), ("Class list file (below)", ""),
+#: the bundled class lists (resources/classes/, shipped with the plugin), then a file, then typed names
+CLASS_SETS = (*((info.label, info.key) for info in class_lists()), ("Class list file (below)", ""),
               ("Class names (below)", "names"))
 
 
@@ -64,6 +65,7 @@ class ClassifyAlgorithm(WorkerAlgorithm):
             "TOP_K", "Classes per tile", type=integer, defaultValue=3, minValue=1, maxValue=45))
         self.add_model_parameters()
         self.add_grid_parameter("256")
+        self.add_area_parameter()
         self.add_bands_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_CLASSES", "Class raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -94,12 +96,13 @@ class ClassifyAlgorithm(WorkerAlgorithm):
         scene = self.scene_path(layer)
         probabilities = self.parameterAsOutputLayer(parameters, "OUTPUT_PROBABILITIES", context)
         spec = specs.classify(
-            scene, self.work_dir(), self.model_spec(parameters, context), self.classes(parameters, context),
+            scene, self.classes(parameters, context), self.work_dir(), self.model_spec(parameters, context),
             top_k=self.parameterAsInt(parameters, "TOP_K", context), grid=self.grid(parameters, context),
             probabilities=bool(probabilities), bands=self.bands(parameters, context),
+            aoi=self.area(parameters, context, feedback),
         )
         outcome = self.run_job(spec, feedback)
-        classes_tif = result_file(outcome, "raster", (".tif", ".tiff"), name="classes.tif")
+        classes_tif = result_file(outcome, "classes", (".tif", ".tiff"))
         legend = Path(classes_tif).with_suffix(".qml")
         results = {"OUTPUT_CLASSES": self.copy_raster(
             classes_tif, self.parameterAsOutputLayer(parameters, "OUTPUT_CLASSES", context), None,

@@ -66,7 +66,7 @@ class BuildDatasetAlgorithm(WorkerAlgorithm):
         if out:
             out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         shard = self.parameterAsString(parameters, "SHARD", context).strip() or None
-        outcome = self.run_job(specs.dataset_build(config, out or None, shard), feedback)
+        outcome = self.run_job(specs.dataset_build(config, out=out or None, shard=shard or None), feedback)
         summary = outcome.result.summary or {}
         folder = result_file(outcome, "folder")
         feedback.pushInfo(f"dataset {folder}: {summary.get('images', '?')} images, {summary.get('captions', '?')} "

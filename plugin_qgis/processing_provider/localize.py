@@ -56,6 +56,7 @@ class LocalizeAlgorithm(WorkerAlgorithm):
             "MIN_VALID", "Skip tiles with less valid (non-nodata) area than this fraction",
             type=enum("Qgis.ProcessingNumberParameterType.Double", "QgsProcessingParameterNumber.Type.Double"),
             defaultValue=0.5, minValue=0.0, maxValue=1.0)))
+        self.add_area_parameter()
         self.add_bands_parameter()
         self.addParameter(advanced(QgsProcessingParameterNumber(
             "HEATMAP_PIXEL", "Heat-map pixel size in source pixels (0 or empty: chosen from the raster's size)",
@@ -82,7 +83,8 @@ class LocalizeAlgorithm(WorkerAlgorithm):
             grid=self.grid(parameters, context),
             hotspot_threshold=self.parameterAsDouble(parameters, "HOTSPOT_THRESHOLD", context),
             min_valid=self.parameterAsDouble(parameters, "MIN_VALID", context),
-            bands=self.bands(parameters, context), heatmap_pixel=self.heatmap_pixel(parameters, context),
+            bands=self.bands(parameters, context),
+            aoi=self.area(parameters, context, feedback), heatmap_pixel=self.heatmap_pixel(parameters, context),
         )
         outcome = self.run_job(spec, feedback)
         heatmap = self.copy_raster(result_file(outcome, "heatmap"),

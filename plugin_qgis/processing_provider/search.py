@@ -66,7 +66,7 @@ class SearchAlgorithm(WorkerAlgorithm):
         sheet_target = self.parameterAsFileOutput(parameters, "OUTPUT_SHEET", context)
         spec = specs.search(scenes, query, self.work_dir() / "search.gpkg", self.model_spec(parameters, context),
                             top_k=self.parameterAsInt(parameters, "TOP_K", context),
-                            grid=self.grid(parameters, context), sheet=bool(sheet_target),
+                            grid=self.grid(parameters, context), contact_sheet=bool(sheet_target),
                             bands=self.bands(parameters, context))
         outcome = self.run_job(spec, feedback)
         gpkg = result_file(outcome, "tiles", (".gpkg",), fallback_roles=("vectors",))

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from rs_vlm_app.commands import options
 from rs_vlm_app.commands.jobrun import add_json_option
-from rs_vlm_app.commands.task_args import add_clip_model_options, add_tile_options, clip_request_from_args
+from rs_vlm_app.commands.scene_batch import add_batch_options, is_batch, run_batch_command
+from rs_vlm_app.commands.task_args import (
+    add_aoi_option,
+    add_clip_model_options,
+    add_tile_options,
+)
+from rs_vlm_app.tasks.options import CaptionOptions
 
 EPILOG = """\
 output: OUT.gpkg, layer "captions", one polygon per tile in the scene's CRS (pixel coordinates for a
@@ -28,22 +34,21 @@ examples:
 def register(tree) -> None:
     parser = tree.command("caption", run, help="caption every tile of a raster with a CoCa model (GeoPackage)")
     parser.epilog = EPILOG
-    parser.add_argument("scene", type=Path, help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...)")
-    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.gpkg", help="output GeoPackage")
+    parser.add_argument("scene", type=Path, nargs="?",
+                        help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...); or --scenes for many")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.gpkg",
+                        help="output vector file: .gpkg (GeoPackage), .parquet (GeoParquet) or .geojson")
     options.add_model_options(parser).description = (
         "The CoCa caption model: --model NAME (`rsvlm models list`; default: the catalogue's default "
         "captioner), or --checkpoint FILE with --arch ARCH / --model-config CFG.json.")
     add_clip_model_options(parser, "Optional: also score each caption against its tile with this CLIP model.")
     options.add_device_options(parser)
-    add_tile_options(parser, default_grid="256")
+    add_aoi_option(add_tile_options(parser, CaptionOptions))
     group = parser.add_argument_group("decoding")
-    group.add_argument("--decoding", choices=("greedy", "beam"), default="beam",
-                       help="greedy: fastest; beam: keeps the N best partial captions (default: beam)")
-    group.add_argument("--beams", type=int, default=3, metavar="N", help="beams for --decoding beam (default 3)")
-    group.add_argument("--max-len", type=int, default=30, metavar="L", help="most tokens per caption (default 30)")
-    group.add_argument("--min-len", type=int, default=1, metavar="L", help="fewest tokens per caption (default 1)")
-    group.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
-                       help="beam ranking: log-probability / length**A (default 1: mean per token)")
+    for name, metavar in (("decoding", None), ("beams", "N"), ("max_len", "L"), ("min_len", "L"),
+                          ("length_penalty", "A")):
+        options.add_option(group, CaptionOptions, name, metavar=metavar)
+    add_batch_options(parser)
     add_json_option(parser)
 
 
@@ -52,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from rs_vlm_app.jobs.kinds.caption import CaptionSpec
 
     spec = CaptionSpec(
-        scene=args.scene, out=args.out, model=model_spec_from_args(args), clip_model=clip_spec_from_args(args),
+        scene=args.scene, out=args.out, model=model_spec_from_args(args), clip_model=options.model_spec_from_args(args, prefix="clip_"),
         grid=args.grid, bands=list(args.bands) if args.bands else None, min_valid=args.min_valid,
         decoding=args.decoding, beams=args.beams, max_len=args.max_len, min_len=args.min_len,
-        length_penalty=args.length_penalty)
+        length_penalty=args.length_penalty, aoi=args.aoi)
+    if is_batch(args):
+        return run_batch_command(spec, args, "caption")
     outcome = run_spec(spec, args)
     if outcome.result is None or args.json:
         return outcome.exit_code
@@ -71,14 +78,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def clip_spec_from_args(args: argparse.Namespace):
-    """The ModelSpec of the --clip-* options (with the device options), or None when none was given."""
-    from rs_vlm_app.jobs.specs import ModelSpec
-
-    request = clip_request_from_args(args)
-    if request is None:
-        return None
-    return ModelSpec(name=request.name, checkpoint=request.checkpoint, arch=request.arch,
-                     model_config=request.model_config, quick_gelu=request.quick_gelu, device=args.device or "auto",
-                     precision=args.precision or "auto", batch_size=args.batch_size,
-                     allow_download=request.allow_download)

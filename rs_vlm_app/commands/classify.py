@@ -7,7 +7,9 @@ from pathlib import Path
 
 from rs_vlm_app.commands import options
 from rs_vlm_app.commands.jobrun import add_json_option
-from rs_vlm_app.commands.task_args import add_tile_options
+from rs_vlm_app.commands.scene_batch import add_batch_options, is_batch, run_batch_command
+from rs_vlm_app.commands.task_args import add_aoi_option, add_tile_options
+from rs_vlm_app.tasks.options import ClassifyOptions
 
 EPILOG = """\
 class lists: aid (30 classes), resisc45 (45), eurosat (10), or a text file with one class per line
@@ -30,21 +32,19 @@ examples:
 def register(tree) -> None:
     parser = tree.command("classify", run, help="zero-shot scene classes for every tile and pixel of a raster")
     parser.epilog = EPILOG
-    parser.add_argument("scene", type=Path, help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...)")
+    parser.add_argument("scene", type=Path, nargs="?",
+                        help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...); or --scenes for many")
     parser.add_argument("--classes", required=True, metavar="aid|resisc45|eurosat|FILE.txt",
                         help="a built-in class list or a class file")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--templates", metavar="FILE.txt",
-                        help="prompt templates, one per line with {} for the class (default: the built-in "
-                             "remote-sensing set)")
-    parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes per tile in tiles.gpkg (default 3)")
-    parser.add_argument("--pixel", type=float, default=None, metavar="N",
-                        help="source pixels per output pixel (default: smallest window / 8)")
-    parser.add_argument("--no-probabilities", action="store_true", help="do not write probabilities.tif")
-    parser.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
+    for name, metavar in (("templates", "FILE.txt"), ("top_k", "K"), ("pixel", "N"), ("probabilities", None),
+                          ("cog", None)):
+        options.add_option(parser, ClassifyOptions, name, metavar=metavar,
+                           value_type=float if name == "pixel" else None)
     options.add_model_options(parser)
     options.add_device_options(parser)
-    add_tile_options(parser, default_grid="256")
+    add_aoi_option(add_tile_options(parser, ClassifyOptions))
+    add_batch_options(parser)
     add_json_option(parser)
 
 
@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     spec = ClassifySpec(
         scene=args.scene, classes=args.classes, out=args.out, model=model_spec_from_args(args),
         templates=args.templates, grid=args.grid, bands=list(args.bands) if args.bands else None,
-        min_valid=args.min_valid, top_k=args.top_k, pixel=args.pixel, probabilities=not args.no_probabilities,
-        cog=args.cog)
+        min_valid=args.min_valid, top_k=args.top_k, pixel=args.pixel, probabilities=args.probabilities,
+        cog=args.cog, aoi=args.aoi)
+    if is_batch(args):
+        return run_batch_command(spec, args, "classify")
     outcome = run_spec(spec, args)
     if outcome.result is None or args.json:
         return outcome.exit_code

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import time
 from pathlib import Path
 
 from rs_vlm_app.commands.jobrun import add_json_option
@@ -26,6 +23,10 @@ def register(tree) -> None:
     build.add_argument("config", type=Path, help="build configuration (YAML)")
     build.add_argument("--shard", metavar="I/N", help="build only shard I of N (1-based), e.g. 2/4")
     build.add_argument("--output", type=Path, metavar="DIR", help="dataset folder (overrides 'output' in the config)")
+    build.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="ray: the shards as Ray tasks (local instance or --ray-address), merged at the end")
+    build.add_argument("--workers", type=int, metavar="N", help="ray: number of shards (default: the cluster's CPUs)")
+    build.add_argument("--ray-address", metavar="ADDR", help="ray: join this cluster (HOST:PORT or ray://HOST:PORT)")
     add_json_option(build)
 
     status = tree.command("dataset status", run_status, help="what a dataset build has done, what failed and why")
@@ -54,46 +55,12 @@ def register(tree) -> None:
     merge.add_argument("--force", action="store_true", help="replace a manifest.sqlite that an unsharded build made")
 
 
-class ConsoleReporter:
-    """Progress lines on stderr (at most one per stage every few seconds); SIGTERM asks to stop."""
-
-    def __init__(self, every_s: float = 5.0, stream=sys.stderr):
-        self.every_s = every_s
-        self.stream = stream
-        self._last: dict[str, float] = {}
-        self._cancel = False
-        self._start = time.monotonic()
-
-    def install_signal_handler(self) -> None:
-        with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(signal.SIGTERM, lambda *_: self.request_cancel())
-
-    def request_cancel(self) -> None:
-        self._cancel = True
-
-    def progress(self, stage: str, done: int, total: int | None = None) -> None:
-        now = time.monotonic()
-        finished = total is not None and done >= total
-        if not finished and now - self._last.get(stage, 0.0) < self.every_s:
-            return
-        if finished and self._last.get(stage) == -1.0:
-            return
-        self._last[stage] = -1.0 if finished else now
-        of = f"/{total}" if total is not None else ""
-        print(f"rsvlm: {stage}: {done}{of} ({now - self._start:.0f} s)", file=self.stream, flush=True)
-
-    def log(self, message: str, level: str = "info") -> None:
-        print(f"rsvlm: {message}", file=self.stream, flush=True)
-
-    def cancel_requested(self) -> bool:
-        return self._cancel
-
-
 def run_build(args: argparse.Namespace) -> int:
     from rs_vlm_app.commands.jobrun import run_spec
     from rs_vlm_app.jobs.kinds.dataset_build import DatasetBuildSpec
 
-    outcome = run_spec(DatasetBuildSpec(config=args.config, out=args.output, shard=args.shard), args)
+    outcome = run_spec(DatasetBuildSpec(config=args.config, out=args.output, shard=args.shard, engine=args.engine,
+                                        workers=args.workers, ray_address=args.ray_address), args)
     if outcome.result is None or args.json:
         return outcome.exit_code
     s = outcome.result.summary
@@ -116,13 +83,20 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from rs_vlm_app.commands.console import console_reporter
+    from rs_vlm_app.errors import EXIT_CANCELLED, Cancelled
     from rs_vlm_app.mpgi.export import export_dataset
 
     separator = "\t" if args.csv_separator in ("\\t", "tab") else args.csv_separator
-    summary = export_dataset(args.dataset, args.format, output=args.output, include_flagged=not args.exclude_flagged,
-                             relative_to=args.relative_to, csv_separator=separator,
-                             samples_per_shard=args.samples_per_shard, wds_layout=args.wds_layout,
-                             reporter=ConsoleReporter())
+    try:
+        with console_reporter("stopping the export") as reporter:  # Ctrl-C / SIGTERM: stop, write nothing
+            summary = export_dataset(args.dataset, args.format, output=args.output,
+                                     include_flagged=not args.exclude_flagged, relative_to=args.relative_to,
+                                     csv_separator=separator, samples_per_shard=args.samples_per_shard,
+                                     wds_layout=args.wds_layout, reporter=reporter)
+    except Cancelled:
+        print("rsvlm: cancelled; the export is not finished, run the same command again to write it", file=sys.stderr)
+        return EXIT_CANCELLED
     extra = f" in {summary.files} shards" if args.format == "wds" else ""
     print(f"{summary.output}: {summary.captions} captions of {summary.images} images{extra}")
     return 0

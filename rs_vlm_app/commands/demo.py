@@ -36,11 +36,12 @@ def register(tree) -> None:
 def run(args: argparse.Namespace) -> int:
     # Busy-waiting OpenMP threads make torch many times slower on a shared, loaded CPU; set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from rs_vlm_app.commands.console import ConsoleReporter
+    from rs_vlm_app.commands.console import console_reporter
     from rs_vlm_app.demo.pipeline import DemoSettings, run_demo
 
     settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings.full(args.seed)
-    result = run_demo(args.out, settings, fresh=args.fresh, device=args.device, reporter=ConsoleReporter())
+    with console_reporter("stopping at the next step; run the demo again to continue") as reporter:
+        result = run_demo(args.out, settings, fresh=args.fresh, device=args.device, reporter=reporter)
     print(summary_text(result))
     return 0
 

@@ -11,17 +11,25 @@ from rs_vlm_app.commands.jobrun import add_json_option
 
 def register(tree) -> None:
     parser = tree.command(
-        "eval selo", run_selo, help="semantic-localization metrics (Rsu, Ras, Rda, Rmi) on an AIR-SLT-style folder",
-        description="Evaluate semantic localization on DIR/imgs + DIR/annotations/anno.json. Writes "
-                    "OUT/selo_metrics.json (per_sample in anno.json order, and mean) and OUT/selo_metrics.csv.",
+        "eval selo", run_selo,
+        help="semantic-localization metrics (Rsu, Ras, Rda, Rmi) on an AIR-SLT folder or your own scene",
+        description="Evaluate semantic localization on DIR/imgs + DIR/annotations/anno.json (--data), or on "
+                    "your own georeferenced scene with ground-truth polygons in any CRS (--scene, --truth, "
+                    "--query-field: each distinct value of the field is one query). Writes "
+                    "OUT/selo_metrics.json (per_sample, and mean) and OUT/selo_metrics.csv.",
     )
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="AIR-SLT layout folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, metavar="DIR", help="AIR-SLT layout folder")
+    source.add_argument("--scene", type=Path, metavar="SCENE", help="your georeferenced raster (with --truth)")
+    parser.add_argument("--truth", metavar="FILE[:LAYER]",
+                        help="ground-truth polygons for --scene (GeoPackage, Shapefile, GeoJSON, ...; any CRS)")
+    parser.add_argument("--query-field", metavar="FIELD", help="the field of --truth that holds each polygon's query")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     parser.add_argument("--compat", choices=["selo"], help="the published protocol step for step (compare with papers)")
     parser.add_argument("--save-probmaps", action="store_true", help="also write each probability map as PNG")
     options.add_model_options(parser)
     options.add_device_options(parser)
-    parser.add_argument("--grid", type=options.grid_spec, default=None, metavar="GRID",
+    parser.add_argument("--grid", default=None, metavar="GRID",  # parsed once, by the job
                         help="tile grid (default: selo = windows 256/512/768 with half-shifted grids)")
     add_json_option(parser)
 
@@ -30,8 +38,9 @@ def run_selo(args: argparse.Namespace) -> int:
     from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
     from rs_vlm_app.jobs.kinds.selo_eval import SeloEvalSpec
 
-    spec = SeloEvalSpec(data=args.data, out=args.out, model=model_spec_from_args(args), compat=args.compat,
-                        grid=args.grid.key() if args.grid is not None else None,
+    spec = SeloEvalSpec(data=args.data, scene=args.scene, truth=args.truth, query_field=args.query_field,
+                        out=args.out, model=model_spec_from_args(args), compat=args.compat,
+                        grid=args.grid,
                         save_probmaps=args.save_probmaps)
     outcome = run_spec(spec, args)
     if outcome.result is None or args.json:

@@ -47,7 +47,9 @@ def register(tree) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="output folder")
     parser.add_argument("--classes", metavar="aid|resisc45|eurosat|FILE.txt",
                         help="class list to evaluate against (default: the sub-folder names)")
-    parser.add_argument("--templates", metavar="FILE.txt", help="prompt templates (default: the built-in set)")
+    parser.add_argument("--templates", metavar="SET|FILE.txt",
+                        help="prompt templates: a shipped set (remote_sensing, the default; clip_resisc45, clip_eurosat, "
+                        "clip_benchmark_resisc45) or a file, one per line with {} for the class")
     options.add_model_options(parser)
     options.add_device_options(parser)
     add_json_option(parser)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rs_vlm_app.commands import options
 from rs_vlm_app.commands.jobrun import add_json_option
+from rs_vlm_app.commands.task_args import add_aoi_option, add_tile_options
+from rs_vlm_app.tasks.options import LocalizeOptions
 
 EPILOG = """\
 outputs, per query (file stem = the query, made file-name safe):
@@ -26,35 +28,43 @@ examples:
 def register(tree) -> None:
     parser = tree.command("localize", run, help="find where text queries appear in a raster (heat maps + hot spots)")
     parser.epilog = EPILOG
-    parser.add_argument("scene", type=Path, help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...)")
-    parser.add_argument("queries", nargs="+", metavar="QUERY", help="text queries, e.g. \"a large dark lake\"")
+    parser.add_argument("scene", type=Path, nargs="?",
+                        help="raster file (GeoTIFF, COG, VRT, JPEG2000, PNG, JPEG ...); with --archive, a query")
+    parser.add_argument("queries", nargs="*", metavar="QUERY", help="text queries, e.g. \"a large dark lake\"")
+    archive = parser.add_argument_group("archive (rsvlm index; docs/archive.md)")
+    archive.add_argument("--archive", type=Path, metavar="ARCHIVE",
+                         help="every scene of an archive, from its embeddings (no encoding); positionals are queries")
+    archive.add_argument("--queries", dest="queries_file", type=Path, metavar="FILE",
+                         help="archive: more queries, one a line")
+    archive.add_argument("--where", metavar="CONDITIONS", help="archive: e.g. \"date >= 2020-01-01\"")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     options.add_model_options(parser)
     options.add_device_options(parser)
-    options.add_raster_options(parser)
+    add_aoi_option(add_tile_options(parser, LocalizeOptions))
     group = parser.add_argument_group("localization")
-    group.add_argument("--compat", choices=["selo"], help="reproduce the published SeLo protocol step for step")
-    group.add_argument("--min-valid", type=float, default=0.5, metavar="FRACTION",
-                       help="skip tiles with less valid (non-nodata) area than this (default 0.5)")
-    group.add_argument("--hotspot-threshold", type=float, default=0.6, metavar="T",
-                       help="hot spots are regions of the normalised heat map >= T (default 0.6)")
-    group.add_argument("--heatmap-pixel", type=float, metavar="N",
-                       help="source pixels per heat-map pixel (default: smallest window / 32; 1 with --compat)")
-    group.add_argument("--cog", action="store_true", help="write heat maps as Cloud-Optimized GeoTIFFs")
+    for name, metavar in (("compat", None), ("hotspot_threshold", "T"), ("heatmap_pixel", "N"), ("cog", None)):
+        options.add_option(group, LocalizeOptions, name, metavar=metavar,
+                           value_type=float if name == "heatmap_pixel" else None)
     add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.errors import UserError
     from rs_vlm_app.jobs.kinds.localize import LocalizeSpec
 
-    _check_fraction("--min-valid", args.min_valid)
-    _check_fraction("--hotspot-threshold", args.hotspot_threshold)
+    if args.archive is not None:
+        from rs_vlm_app.commands.archive_localize import run_archive_localize
+
+        return run_archive_localize(args)
+    if args.scene is None or not args.queries:
+        raise UserError("give a scene and at least one query, e.g. rsvlm localize scene.tif \"a lake\" -o out/")
     spec = LocalizeSpec(
         scene=args.scene, queries=list(args.queries), out=args.out, model=model_spec_from_args(args),
-        grid=args.grid.key() if args.grid is not None else None, compat=args.compat,
+        grid=args.grid, compat=args.compat,
         bands=list(args.bands) if args.bands else None, min_valid=args.min_valid,
         hotspot_threshold=args.hotspot_threshold, heatmap_pixel=args.heatmap_pixel, cog=args.cog,
+        aoi=args.aoi,
     )
     outcome = run_spec(spec, args)
     if outcome.result is not None and not args.json:
@@ -63,9 +73,3 @@ def run(args: argparse.Namespace) -> int:
                   f"-> {q['heatmap']}, {q['vectors']}")
     return outcome.exit_code
 
-
-def _check_fraction(flag: str, value: float) -> None:
-    from rs_vlm_app.errors import UserError
-
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"{flag} must be between 0 and 1, not {value}")

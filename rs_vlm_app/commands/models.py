@@ -1,10 +1,12 @@
-"""`rsvlm models list|path|fetch`: the model catalogue and where each model's weights live."""
+"""`rsvlm models list|path|fetch|export|import`: the model catalogue, where each model's weights live,
+and bundles that carry them to machines without internet."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rs_vlm_app.models.catalogue import (
     HubFile,
@@ -25,6 +27,13 @@ def register(tree) -> None:
     parser = tree.command("models fetch", run_fetch,
                           help="download a model's weights into the cache now (to work offline later)")
     parser.add_argument("name", metavar="NAME", help="catalogue model name")
+    parser = tree.command("models export", run_export,
+                          help="write cached models' weights into one ZIP for a machine without internet")
+    parser.add_argument("names", nargs="+", metavar="NAME", help="catalogue model names (weights must be cached)")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="BUNDLE.zip", help="the bundle to write")
+    parser = tree.command("models import", run_import,
+                          help="put the weights of a bundle from `rsvlm models export` into this machine's cache")
+    parser.add_argument("bundle", type=Path, metavar="BUNDLE.zip", help="the bundle (checksums are verified)")
 
 
 def _source_text(entry: ModelEntry) -> str:
@@ -89,4 +98,22 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     entry = get_entry(args.name)
     print(resolve_checkpoint(entry))  # downloads unless HF_HUB_OFFLINE or RSVLM_OFFLINE is set
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from rs_vlm_app.models.bundle import export_bundle
+
+    bundled = export_bundle(list(args.names), args.out)
+    for model in bundled:
+        print(f"{model.name}: {model.file} ({model.size / 1e6:.1f} MB, sha256 {model.sha256[:12]}...)")
+    print(f"written: {args.out}; on the other machine: rsvlm models import {args.out.name}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from rs_vlm_app.models.bundle import import_bundle
+
+    for item in import_bundle(args.bundle):
+        print(f"{item.model.name}: {item.status} -> {item.path}")
     return 0

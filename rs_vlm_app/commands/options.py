@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rs_vlm_app.models.factory import ModelRequest
+from rs_vlm_app.models.spec import ModelSpec
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -55,16 +55,52 @@ def add_device_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     return group
 
 
-def model_request_from_args(args: argparse.Namespace) -> ModelRequest:
-    """The ModelRequest the model options of ``args`` describe (validate it with factory.check_request)."""
-    return ModelRequest(
-        name=getattr(args, "model", None) or None,
-        checkpoint=getattr(args, "checkpoint", None),
-        arch=getattr(args, "arch", None) or None,
-        model_config=getattr(args, "model_config", None),
-        quick_gelu=getattr(args, "quick_gelu", None),
+def model_spec_from_args(args: argparse.Namespace, prefix: str = "") -> ModelSpec | None:
+    """The ModelSpec the model options (``--model``, ``--checkpoint``, ...; with ``prefix`` "clip_":
+    ``--clip-model``, ``--clip-checkpoint``, ...) and the device options of ``args`` describe.
+
+    The only converter from command-line options to a model description. With a ``prefix``, None
+    when none of that group's options was given (an optional second model).
+    """
+    def value(name: str):
+        return getattr(args, f"{prefix}{name}", None)
+
+    described = {"name": value("model"), "checkpoint": value("checkpoint"), "arch": value("arch"),
+                 "model_config": value("model_config")}
+    if prefix and not any(described.values()):
+        return None
+    return ModelSpec(
+        **described,
+        quick_gelu=value("quick_gelu"),
+        device=getattr(args, "device", None) or "auto",
+        precision=getattr(args, "precision", None) or "auto",
+        batch_size=getattr(args, "batch_size", None),
         allow_download=False if getattr(args, "offline", False) else None,
     )
+
+
+def add_option(group, options_class, name: str, *flags: str, metavar: str | None = None, value_type=None):
+    """Add the task option ``name`` declared by ``options_class`` (rs_vlm_app.tasks.options): its default,
+    choices and help text come from there; ``flags`` default to ``--name-with-dashes`` (``--no-name``
+    for an option that is on by default). Ranges are checked once, by the options dataclass."""
+    from rs_vlm_app.tasks.options import declared
+
+    info = declared(options_class)[name]
+    default = info.default
+    if isinstance(default, bool):
+        flags = flags or (f"--{'no-' if default else ''}{name.replace('_', '-')}",)
+        help_text = info.help if not default else f"do not {info.help[0].lower()}{info.help[1:]}"
+        return group.add_argument(*flags, dest=name, action="store_false" if default else "store_true",
+                                  default=default, help=help_text)
+    flags = flags or (f"--{name.replace('_', '-')}",)
+    kwargs: dict = {"dest": name, "default": default, "metavar": metavar}
+    if info.choices is not None:
+        kwargs["choices"] = info.choices
+        kwargs.pop("metavar")
+    kwargs["type"] = value_type or (type(default) if default is not None else str)
+    shown = "" if default is None or "default" in info.help else f" (default: {default})"
+    kwargs["help"] = (info.help + shown).replace("%", "%%")
+    return group.add_argument(*flags, **kwargs)
 
 
 def grid_spec(text: str):

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 INSTALL_EPILOG = """\
-The plugin is copied into <profiles>/<NAME>/python/plugins/rs_vlm and enabled; this Python
+The plugin is copied into <profiles>/<NAME>/python/plugins/rsvlm_qgis and enabled (an earlier
+release's plugin folder rs_vlm there is removed); this Python
 (the one running rsvlm) is recorded in <profiles>/<NAME>/rs_vlm/app.json, and the plugin's worker
 runs with it. <profiles> is ~/.local/share/QGIS/QGIS3/profiles on Linux,
 ~/Library/Application Support/QGIS/QGIS3/profiles on macOS and %APPDATA%\\QGIS\\QGIS3\\profiles on
@@ -33,8 +34,8 @@ def register(tree) -> None:
 
     parser = tree.command("qgis package", run_package,
                           help="build the plugin zip (Plugins > Manage and Install Plugins > Install from ZIP)")
-    parser.add_argument("-o", "--out", type=Path, default=Path("rs_vlm.zip"), metavar="ZIP",
-                        help="the zip to write (default: rs_vlm.zip)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("rsvlm_qgis.zip"), metavar="ZIP",
+                        help="the zip to write (default: rsvlm_qgis.zip)")
 
 
 def _profile_options(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,8 @@ def run_install(args: argparse.Namespace) -> int:
     done = install(args.profile, args.profiles_dir, link=args.link, enable=args.enable)
     how = "linked" if done.linked else "installed"
     print(f"rs-vlm QGIS plugin {how}: {done.plugin}")
+    if done.legacy_removed is not None:
+        print(f"removed the earlier release's plugin folder {done.legacy_removed}")
     print(f"worker Python recorded: {done.python} (in {done.record})")
     if done.enabled_in is not None:
         print(f"enabled in {done.enabled_in}")
@@ -60,7 +63,10 @@ def run_uninstall(args: argparse.Namespace) -> int:
     from rs_vlm_app.qgis_plugin import uninstall
 
     removed = uninstall(args.profile, args.profiles_dir)
-    print(f"removed {removed}" if removed else f"the plugin is not installed in QGIS profile {args.profile!r}")
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print(f"the plugin is not installed in QGIS profile {args.profile!r}")
     return 0
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rs_vlm_app.commands import options
 from rs_vlm_app.commands.jobrun import add_json_option
-from rs_vlm_app.commands.task_args import add_tile_options
+from rs_vlm_app.commands.task_args import add_aoi_option, add_tile_options
+from rs_vlm_app.tasks.options import SearchOptions
 
 EPILOG = """\
 The last positional argument is the query; the ones before it are the scenes. Each scene is encoded
@@ -32,15 +33,22 @@ def register(tree) -> None:
     parser.epilog = EPILOG
     parser.add_argument("inputs", nargs="+", metavar="SCENE ... QUERY",
                         help="one or more raster files, then the text query")
-    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.gpkg", help="output GeoPackage")
-    parser.add_argument("-k", "--top-k", type=int, default=20, metavar="K", help="tiles to return (default 20)")
-    parser.add_argument("--crs", default="first", metavar="CRS",
-                        help="CRS of the footprints: 'first' (the first scene's, default) or e.g. EPSG:4326")
-    parser.add_argument("--no-sheet", action="store_true", help="do not write the PNG contact sheet")
-    parser.add_argument("--columns", type=int, default=5, metavar="N", help="contact sheet columns (default 5)")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.gpkg",
+                        help="output vector file: .gpkg (GeoPackage), .parquet (GeoParquet) or .geojson")
+    options.add_option(parser, SearchOptions, "top_k", "-k", "--top-k", metavar="K")
+    options.add_option(parser, SearchOptions, "crs", metavar="CRS")
+    options.add_option(parser, SearchOptions, "contact_sheet", "--no-sheet")
+    options.add_option(parser, SearchOptions, "columns", metavar="N")
+    archive = parser.add_argument_group("archive (rsvlm index; docs/archive.md)")
+    archive.add_argument("--archive", type=Path, metavar="ARCHIVE",
+                         help="search every tile of an archive instead of scenes: the only positional is the query; "
+                              "footprints in EPSG:4326")
+    archive.add_argument("--where", metavar="CONDITIONS",
+                         help="archive: e.g. \"date >= 2020-01-01 and scale = 256\" (fields: date, scene, scale)")
+    archive.add_argument("--exact", action="store_true", help="archive: exact search even where an ANN index exists")
     options.add_model_options(parser)
     options.add_device_options(parser)
-    add_tile_options(parser, default_grid="256")
+    add_aoi_option(add_tile_options(parser, SearchOptions))
     add_json_option(parser)
 
 
@@ -63,11 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
     from rs_vlm_app.jobs.kinds.search import SearchSpec
 
+    if args.archive is not None:
+        from rs_vlm_app.commands.archive_search import run_archive_search
+
+        return run_archive_search(args)
     scenes, query = split_inputs(args.inputs)
     spec = SearchSpec(
         scenes=scenes, query=query, out=args.out, model=model_spec_from_args(args), top_k=args.top_k,
         grid=args.grid, bands=list(args.bands) if args.bands else None, min_valid=args.min_valid, crs=args.crs,
-        contact_sheet=not args.no_sheet, columns=args.columns)
+        contact_sheet=args.contact_sheet, columns=args.columns, aoi=args.aoi)
     outcome = run_spec(spec, args)
     if outcome.result is None or args.json:
         return outcome.exit_code

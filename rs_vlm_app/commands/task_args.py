@@ -12,36 +12,33 @@ from pathlib import Path
 from rs_vlm_app.commands import options
 
 
-def _grid_text(text: str) -> str:
-    """argparse type: validate a grid now (one-line error), keep its text."""
-    return options.grid_spec(text).key()
+def add_tile_options(parser: argparse.ArgumentParser, options_class=None, *,
+                     default_grid: str | None = None) -> argparse._ArgumentGroup:
+    """--grid, --bands, --min-valid as the task's options dataclass declares them (default:
+    rs_vlm_app.tasks.options.SearchOptions'); ``default_grid`` overrides the declared grid. The grid
+    text is parsed once, by the options dataclass."""
+    from rs_vlm_app.tasks.options import SearchOptions
 
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
-
-
-def add_tile_options(parser: argparse.ArgumentParser, default_grid: str) -> argparse._ArgumentGroup:
-    """--grid, --bands, --min-valid."""
+    options_class = options_class or SearchOptions
     group = parser.add_argument_group("tiles")
-    group.add_argument("--grid", type=_grid_text, default=default_grid, metavar="GRID",
-                       help=f"tile windows: '256' (side in pixels), '256,512' (several scales), '256@0.5' "
-                            f"(50%% overlap), 'selo' (the SeLo grid) (default: {default_grid})")
-    group.add_argument("--bands", type=options.band_list, default=None, metavar="R,G,B",
-                       help="bands shown as red, green, blue, counted from 1 (default: the raster's RGB bands)")
-    group.add_argument("--min-valid", type=_fraction, default=0.5, metavar="FRACTION",
-                       help="skip tiles with less valid (non-nodata) area than this (default 0.5)")
+    options.add_option(group, options_class, "grid", metavar="GRID")
+    if default_grid is not None:
+        group.set_defaults(grid=default_grid)
+    options.add_option(group, options_class, "bands", metavar="R,G,B", value_type=options.band_list)
+    options.add_option(group, options_class, "min_valid", metavar="FRACTION")
     return group
 
 
+def add_aoi_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--aoi FILE[:LAYER]: only tiles overlapping these polygons (any OGR vector, any CRS)."""
+    parser.add_argument("--aoi", metavar="FILE[:LAYER]", default=None,
+                        help="area of interest: a polygon layer (GeoPackage, Shapefile, GeoJSON, ...; any CRS). "
+                             "Only tiles overlapping it are read and encoded; raster outputs are nodata outside it")
+
+
 def add_clip_model_options(parser: argparse.ArgumentParser, purpose: str) -> argparse._ArgumentGroup:
-    """--clip-model, --clip-checkpoint, --clip-arch, --clip-model-config, --clip-quick-gelu."""
+    """--clip-model, --clip-checkpoint, --clip-arch, --clip-model-config, --clip-quick-gelu (read them
+    with rs_vlm_app.commands.options.model_spec_from_args(args, prefix="clip_"))."""
     group = parser.add_argument_group("CLIP model", purpose)
     group.add_argument("--clip-model", metavar="NAME", help="catalogue CLIP model name")
     group.add_argument("--clip-checkpoint", metavar="FILE", type=Path, help="CLIP weights file")
@@ -53,15 +50,3 @@ def add_clip_model_options(parser: argparse.ArgumentParser, purpose: str) -> arg
     return group
 
 
-def clip_request_from_args(args: argparse.Namespace):
-    """The ModelRequest of the --clip-* options, or None when none was given."""
-    from rs_vlm_app.models.factory import ModelRequest
-
-    if not any(getattr(args, name, None) for name in ("clip_model", "clip_checkpoint", "clip_arch",
-                                                      "clip_model_config")):
-        return None
-    return ModelRequest(
-        name=args.clip_model or None, checkpoint=args.clip_checkpoint, arch=args.clip_arch or None,
-        model_config=args.clip_model_config, quick_gelu=args.clip_quick_gelu,
-        allow_download=False if getattr(args, "offline", False) else None,
-    )

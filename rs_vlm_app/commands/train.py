@@ -55,7 +55,9 @@ def _add_options(parser: argparse.ArgumentParser, task: str) -> None:
     data.add_argument("--val-zeroshot", default=S, metavar="CSV", help="zero-shot evaluation CSV with filepath,label columns")
     data.add_argument("--val-selo", default=S, metavar="DIR",
                       help="semantic-localization folder (imgs/, annotations/anno.json): Rsu, Ras, Rda, Rmi at each evaluation")
-    data.add_argument("--zeroshot-templates", default=S, metavar="FILE", help="prompt templates, one per line with {} for the class")
+    data.add_argument("--zeroshot-templates", default=S, metavar="SET|FILE",
+                      help="prompt templates: a shipped set (remote_sensing, the default; clip_resisc45, clip_eurosat, "
+                      "clip_benchmark_resisc45) or a file, one per line with {} for the class")
     data.add_argument("--csv-img-key", dest="csv_image_key", default=S, metavar="COLUMN", help="image column" + _d("csv_image_key"))
     data.add_argument("--csv-caption-key", default=S, metavar="COLUMN", help="caption column" + _d("csv_caption_key"))
     data.add_argument("--no-augment", dest="augment", action="store_false", default=S,

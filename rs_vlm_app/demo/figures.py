@@ -56,12 +56,12 @@ class QuickLook:
 
 
 def read_layer(gpkg: Path, layer: str) -> tuple[list[shapely.Geometry], dict[str, np.ndarray]]:
-    """Geometries and fields of one GeoPackage layer."""
-    from pyogrio.raw import read
+    """Geometries and fields of one GeoPackage layer (read with geopandas)."""
+    from rs_vlm_app.geo.vectors import read_vector
 
-    meta, _fids, geometry, values = read(str(gpkg), layer=layer)
-    geometries = [shapely.from_wkb(g) for g in geometry] if geometry is not None else []
-    return geometries, dict(zip(meta["fields"], values, strict=True))
+    table = read_vector(gpkg, layer)
+    fields = {name: table[name].to_numpy() for name in table.columns if name != table.geometry.name}
+    return list(table.geometry.values), fields
 
 
 def truth_figure(look: QuickLook, objects_gpkg: Path) -> np.ndarray:

@@ -236,10 +236,11 @@ class Demo:
     def encoder(self, model: str):
         if model not in self._encoders:
             from rs_vlm_app.models.encoder import ClipEncoder
-            from rs_vlm_app.models.factory import ModelRequest, load_model
+            from rs_vlm_app.models.factory import load_model
+            from rs_vlm_app.models.spec import ModelSpec
 
-            loaded = load_model(ModelRequest(checkpoint=self.checkpoint(model), model_config=self.model_config,
-                                             quick_gelu=False),
+            loaded = load_model(ModelSpec(checkpoint=self.checkpoint(model), model_config=self.model_config,
+                                          quick_gelu=False),
                                 device=self.device, expect_family="clip")
             loaded.display_name = f"demo CLIP, {model}"
             self._encoders[model] = ClipEncoder(loaded)
@@ -256,7 +257,7 @@ class Demo:
 def run_demo(out_dir: Path, settings: DemoSettings | None = None, *, fresh: bool = False, device: str = "auto",
              reporter: Reporter | None = None) -> DemoResult:
     """Run (or finish) the demo in ``out_dir``; see the module docstring. Returns the metrics."""
-    from rs_vlm_app.tasks.localize import check_output_dir
+    from rs_vlm_app.tasks.outputs import check_output_dir
 
     settings = settings or DemoSettings.full()
     reporter = reporter or NullReporter()

@@ -29,7 +29,7 @@ def evaluate_retrieval(csv_path: Path, encoder, out_dir: Path, *, reporter: Repo
     reporter.progress("encode captions", len(data.captions), len(data.captions))
     result = retrieval_metrics(images, texts, data.text_image)
     report = {
-        "data": str(data.path), "model": getattr(encoder, "display_name", ""), "images": result.n_images,
+        "data": str(data.path), "model": encoder.display_name, "images": result.n_images,
         "captions": result.n_texts,
         "image_to_text": {f"R@{k}": v for k, v in result.image_to_text.items()},
         "text_to_image": {f"R@{k}": v for k, v in result.text_to_image.items()},

@@ -19,8 +19,8 @@ from rs_vlm_app.geo.grid import SELO_GRID, GridSpec
 from rs_vlm_app.geo.raster import open_raster
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
-from rs_vlm_app.tasks.localize import HeatmapProducer, LocalizeOptions, tile_preprocessing
-from rs_vlm_app.tasks.scene_encoding import encode_scene
+from rs_vlm_app.tasks.localize import HeatmapProducer, LocalizeOptions
+from rs_vlm_app.tasks.scene_encoding import encode_scene, tile_preprocessing
 
 #: The reference stores each probability map with cv2.imwrite(".jpg") (quality 95) and evaluates the
 #: decoded JPEG; compat mode does the same so numbers match.
@@ -107,18 +107,19 @@ def evaluate_selo(
     reporter.progress("evaluate samples", len(samples), len(samples))
     report = {
         "data": str(data_dir),
-        "model": getattr(getattr(encoder, "loaded", None), "display_name", "") or getattr(encoder, "display_name", ""),
+        "model": encoder.display_name,
         "mode": compat or "fast",
         "grid": grid.key(),
         "per_sample": per_sample,
         "mean": mean_metrics([{k: r[k] for k in METRIC_NAMES} for r in per_sample]),
     }
     write_text_atomic(out_dir / "selo_metrics.json", json.dumps(report, indent=1))
-    _write_csv(out_dir / "selo_metrics.csv", per_sample, report["mean"])
+    write_metrics_csv(out_dir / "selo_metrics.csv", per_sample, report["mean"])
     return report
 
 
-def _write_csv(path: Path, rows: list[dict], mean: dict) -> None:
+def write_metrics_csv(path: Path, rows: list[dict], mean: dict) -> None:
+    """selo_metrics.csv: one row per sample, then the mean."""
     buffer = io.StringIO()
     fields = ["index", "jpg_name", "caption", *METRIC_NAMES]
     writer = csv.DictWriter(buffer, fieldnames=fields)

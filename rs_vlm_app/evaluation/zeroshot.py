@@ -2,7 +2,8 @@
 
 The classifier of the CLIP paper and open_clip: for each class, the text embeddings of all its
 prompts (one per template) are normalised, averaged and the mean renormalised; an image belongs to
-the class whose vector is most similar. Metrics: top-1 / top-5 accuracy, per-class accuracy (and its
+the class whose vector is most similar (built by rs_vlm_app.tasks.zeroshot_classifier, shared with
+`rsvlm classify`). Metrics: top-1 / top-5 accuracy, per-class accuracy (and its
 mean), confusion matrix. Accuracies are percentages (0-100).
 
 Ties count against the image: a true class that scores the same as another class is ranked after
@@ -12,62 +13,18 @@ embeddings; the model is called elsewhere (through ``encode_text`` callables).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from rs_vlm_app.evaluation.retrieval import normalize_rows
-
-#: Prompt templates for remote-sensing scenes; "{}" is replaced by the class name.
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a satellite image of {}.",
-    "an aerial image of {}.",
-    "a remote sensing image of {}.",
-    "an aerial photograph of {}.",
-    "a satellite photo of {}.",
-    "{} seen from above.",
+from rs_vlm_app.tasks.zeroshot_classifier import (  # noqa: F401 - the classifier lives below tasks and evaluation
+    build_classifier,
+    classifier_from_prompt_embeddings,
+    fill_template,
+    prompts,
 )
-
-
-def fill_template(template: str, classname: str) -> str:
-    """``template`` with its placeholder ("{}" or "{c}") replaced by ``classname``."""
-    if "{c}" in template:
-        return template.replace("{c}", classname)
-    if "{}" in template:
-        return template.replace("{}", classname)
-    raise ValueError(f"template {template!r} has no '{{}}' placeholder for the class name")
-
-
-def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """All prompts, class-major: class 0 with every template, then class 1, ..."""
-    return [fill_template(t, c) for c in classnames for t in templates]
-
-
-def classifier_from_prompt_embeddings(embeddings: np.ndarray) -> np.ndarray:
-    """(classes, templates, dim) prompt embeddings -> (classes, dim) unit class vectors.
-
-    Each prompt embedding is normalised, the templates of a class averaged, and the mean normalised.
-    """
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    if embeddings.ndim != 3:
-        raise ValueError(f"need (classes, templates, dim) embeddings, got shape {embeddings.shape}")
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=2, keepdims=True), 1e-12)
-    return normalize_rows(unit.mean(axis=1))
-
-
-def build_classifier(
-    encode_text: Callable[[list[str]], np.ndarray],
-    classnames: Sequence[str],
-    templates: Sequence[str] = DEFAULT_TEMPLATES,
-) -> np.ndarray:
-    """Class vectors from a text encoder: ``encode_text(list_of_prompts) -> (n, dim)`` array."""
-    if not classnames:
-        raise ValueError("no class names")
-    if not templates:
-        raise ValueError("no templates")
-    flat = np.asarray(encode_text(prompts(classnames, templates)), dtype=np.float64)
-    return classifier_from_prompt_embeddings(flat.reshape(len(classnames), len(templates), -1))
 
 
 @dataclass(frozen=True)

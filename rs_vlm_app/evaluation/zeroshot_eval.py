@@ -44,7 +44,8 @@ def evaluate_zeroshot(data_dir: Path, encoder, out_dir: Path, *, classes: str | 
     """Top-1 / top-5 accuracy, per-class accuracy and confusion matrix; writes the files into out_dir."""
     from rs_vlm_app.evaluation.confusion_plot import render_confusion
     from rs_vlm_app.evaluation.report_files import write_csv, write_json
-    from rs_vlm_app.evaluation.zeroshot import build_classifier, zeroshot_metrics
+    from rs_vlm_app.evaluation.zeroshot import zeroshot_metrics
+    from rs_vlm_app.tasks.zeroshot_classifier import build_classifier
 
     reporter = reporter or NullReporter()
     data = scan_class_folders(Path(data_dir))
@@ -59,7 +60,7 @@ def evaluate_zeroshot(data_dir: Path, encoder, out_dir: Path, *, classes: str | 
     result = zeroshot_metrics(image_embeddings, classifier, labels, ks=ks)
     support = result.confusion.sum(axis=1)
     report = {
-        "data": str(data.root), "model": getattr(encoder, "display_name", ""), "images": len(data.images),
+        "data": str(data.root), "model": encoder.display_name, "images": len(data.images),
         "classes": list(class_list.labels), "class_source": class_list.source,
         "prompt_names": list(class_list.prompt_names), "templates": list(template_list),
         "top1": result.top_k[1], "top5": result.top_k.get(5), "mean_per_class": result.mean_per_class,

@@ -1,14 +1,18 @@
-"""The block reader: read a raster in big full-width row chunks, cut tiles in memory, prefetch.
+"""The block reader: read a raster in big row chunks of bounded width, cut tiles in memory, prefetch.
 
-Windows are processed in a fixed sorted order: by default (scale, row0, col0), as the SeLo
-pipeline numbers them, which reads the raster once per scale; ``order="rows"`` sorts by
-(row0, scale, col0) and reads every pixel once in all. A sliding buffer of full-width row chunks
-holds the rows the current windows need: rows not yet buffered are read in chunks of a few hundred
-rows or more (aligned to the file's block height), rows no later window needs are dropped, and tiles
-are cut from the buffer. Memory stays bounded by about ``(largest window + 2 chunks) x width x 4
-bytes`` plus GDAL's block cache (capped to about one chunk while reading) and the prefetched
-batches, however big the raster. Cutting and ``tile_transform`` run on a background thread so the
-consumer (the model) rarely waits on the disk.
+Windows are processed in a fixed sorted order: by default (scale, band, row0, col0), as the SeLo
+pipeline numbers them, which reads the raster about once per scale; ``order="rows"`` sorts by
+(band, row0, scale, col0) and reads every pixel about once in all. A *band* is a vertical strip of
+the raster: a raster narrower than a band's budget is one band (then the order is exactly the SeLo
+numbering); a wider one is cut into strips of ``band_cols`` columns, each window belongs to the strip
+holding its first column, and a strip reads its columns plus the widest window's overlap. A sliding
+buffer of row chunks of one strip holds the rows the current windows need: rows not yet buffered are
+read in chunks of a few hundred rows or more (aligned to the file's block height), rows no later
+window needs are dropped, and tiles are cut from the buffer and transformed at once (at most a few
+raw tiles are alive at any time). Memory stays bounded by about ``(tallest window + 2 chunks) x strip
+width x 4 bytes`` (BUFFER_BYTES) plus GDAL's block cache (capped to about one chunk while reading) and
+the prefetched batches, whatever the raster's width and height. Cutting and ``tile_transform`` run on
+a background thread so the consumer (the model) rarely waits on the disk.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +40,8 @@ CHUNK_BYTES = 32 << 20
 MIN_CHUNK_ROWS = 256
 #: Lower bound of GDAL's block cache while the reader reads a chunk.
 MIN_GDAL_CACHE = 64 << 20
+#: Budget of the row buffer (RGB + mask of the rows the current windows need): decides the strip width.
+BUFFER_BYTES = 256 << 20
 
 
 @dataclass
@@ -90,11 +97,19 @@ class BlockReader:
         self.prefetch = prefetch
         self.reporter = reporter
         self.workers = workers
+        tallest = int((windows[:, ROW1] - windows[:, ROW0]).max()) if len(windows) else 1
+        widest = int((windows[:, COL1] - windows[:, COL0]).max()) if len(windows) else 1
+        self._widest = widest
+        #: Columns per vertical strip (the raster's width when it fits the buffer budget whole).
+        self.band_cols = band_columns(source.width, tallest, widest, source.block_width)
+        if chunk_rows is None and self.band_cols < source.width:  # strips: the budget assumed minimum chunks
+            chunk_rows = -(-MIN_CHUNK_ROWS // max(1, source.block_height)) * max(1, source.block_height)
         self.chunk_rows = chunk_rows or default_chunk_rows(source.width, source.block_height)
+        band = windows[:, COL0] // self.band_cols
         if order == "scale":
-            keys = (windows[:, COL0], windows[:, ROW0], windows[:, SCALE])
+            keys = (windows[:, COL0], windows[:, ROW0], band, windows[:, SCALE])
         elif order == "rows":
-            keys = (windows[:, COL0], windows[:, SCALE], windows[:, ROW0])
+            keys = (windows[:, COL0], windows[:, SCALE], windows[:, ROW0], band)
         else:
             raise ValueError(f"order must be 'scale' or 'rows', got {order!r}")
         #: order[k] is the row of ``windows`` processed k-th.
@@ -164,32 +179,49 @@ class BlockReader:
         buffer = _RowBuffer(self.source, self.chunk_rows)
         pending: list[_Cut] = []
         skipped: list[tuple[int, int]] = []  # (position in the sorted order, window index)
+        in_flight: deque[_Cut] = deque()  # cuts whose transform runs on the pool
         for position in range(self.start, len(self.order)):
             if stop.is_set():
                 return
             index = int(self.order[position])
             row0, row1, col0, col1, _scale = (int(v) for v in self.windows[index])
+            band = col0 // self.band_cols
+            buffer.select_columns(band * self.band_cols,
+                                  min(self.source.width, (band + 1) * self.band_cols + self._widest))
             tile, valid = buffer.cut(row0, row1, col0, col1)
             fraction = float(np.count_nonzero(valid)) / valid.size
             if fraction < self.min_valid:
                 skipped.append((position, index))
                 continue
-            pending.append(_Cut(position, index, tile, fraction))
+            # Transform now (a raw tile of a big window is tens of MiB; a batch of them is not kept).
+            cut = _Cut(position, index, None, fraction)
+            if pool is None:
+                cut.output = self.tile_transform(tile)
+            else:
+                cut.future = pool.submit(self.tile_transform, tile)
+                in_flight.append(cut)
+                while len(in_flight) > 2 * self.workers:
+                    in_flight.popleft().resolve()
+            del tile, valid
+            pending.append(cut)
             if len(pending) == self.batch_size:
-                yield from self._transform(pending, skipped, position + 1, pool)
+                for waiting in pending:
+                    waiting.resolve()
+                in_flight.clear()
+                yield from self._transform(pending, skipped, position + 1)
                 pending, skipped = [], []
         if pending:
-            yield from self._transform(pending, skipped, len(self.order), pool)
+            for waiting in pending:
+                waiting.resolve()
+            yield from self._transform(pending, skipped, len(self.order))
             skipped = []
         yield _End(np.array([index for _position, index in skipped], dtype=np.int64))
 
     def _transform(
         self, pending: list[_Cut], skipped: list[tuple[int, int]], next_start: int,
-        pool: ThreadPoolExecutor | None,
     ) -> Iterator[TileBatch]:
-        """Transform the cut tiles: one batch, split where the transformed tile shape changes."""
-        tiles = [cut.tile for cut in pending]
-        outputs = list(pool.map(self.tile_transform, tiles) if pool else map(self.tile_transform, tiles))
+        """Stack the transformed tiles: one batch, split where the transformed tile shape changes."""
+        outputs = [cut.output for cut in pending]
         begin, lower = 0, -1
         for end in range(1, len(outputs) + 1):
             if end < len(outputs) and outputs[end].shape == outputs[begin].shape:
@@ -208,10 +240,43 @@ class BlockReader:
 
 @dataclass
 class _Cut:
-    position: int       # in the sorted order
-    index: int          # row of the windows array
-    tile: np.ndarray    # view of the buffer (or a copy where the window spans chunks)
-    fraction: float     # valid share
+    position: int                  # in the sorted order
+    index: int                     # row of the windows array
+    output: np.ndarray | None      # the transformed tile
+    fraction: float                # valid share
+    future: Future | None = None   # the transform, while it runs on the pool
+
+    def resolve(self) -> None:
+        if self.future is not None:
+            self.output, self.future = self.future.result(), None
+
+
+def band_columns(width: int, tallest: int, widest: int, block_width: int = 1) -> int:
+    """Columns per vertical strip so that a strip's row buffer (tallest window + 2 minimum chunks,
+    strip + widest window columns, 4 bytes a pixel) stays within BUFFER_BYTES; ``width`` when the
+    whole raster fits. Whole file blocks, and never fewer than one block or the widest window."""
+    rows = tallest + 2 * MIN_CHUNK_ROWS
+    span = BUFFER_BYTES // (4 * rows)
+    if span >= width:
+        return max(1, width)
+    block = max(1, block_width)
+    cols = max(widest, span - widest) // block * block
+    return max(cols, block, 1)
+
+
+def feed_workers(device: str) -> int:
+    """Threads that cut and resize tiles for a model on ``device``: one on the CPU (the model needs
+    the cores), on an accelerator enough to keep it fed (all usable CPUs but one, at most 8)."""
+    if device.split(":", 1)[0] == "cpu":
+        return 1
+    from rs_vlm_app.runtime import usable_cpus
+
+    return max(1, min(8, usable_cpus() - 1))
+
+
+def feed_prefetch(device: str) -> int:
+    """Batches prepared ahead: two on the CPU, four for an accelerator (it drains them faster)."""
+    return 2 if device.split(":", 1)[0] == "cpu" else 4
 
 
 def default_chunk_rows(width: int, block_height: int) -> int:
@@ -229,10 +294,19 @@ class _RowBuffer:
         self.source = source
         self.chunk_rows = chunk_rows
         self.block = max(1, source.block_height)
-        self.cache_bytes = max(
-            MIN_GDAL_CACHE, (chunk_rows + self.block) * source.width * source.count * np.dtype(source.dtype).itemsize
-        )
+        self.col0, self.col1 = 0, source.width
         self.chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, rgb, valid)
+
+    def select_columns(self, col0: int, col1: int) -> None:
+        """Buffer columns ``col0:col1`` from now on (drops the buffer when they change)."""
+        if (col0, col1) != (self.col0, self.col1):
+            self.col0, self.col1, self.chunks = col0, col1, []
+
+    @property
+    def cache_bytes(self) -> int:
+        width = self.col1 - self.col0
+        itemsize = np.dtype(self.source.dtype).itemsize
+        return max(MIN_GDAL_CACHE, (self.chunk_rows + self.block) * width * self.source.count * itemsize)
 
     @property
     def stop(self) -> int:
@@ -253,6 +327,7 @@ class _RowBuffer:
             self._read_more(row0)
         parts = [(first, rgb, valid) for first, rgb, valid in self.chunks
                  if first < row1 and first + len(rgb) > row0]
+        col0, col1 = col0 - self.col0, col1 - self.col0
         if len(parts) == 1:
             first, rgb, valid = parts[0]
             tile, mask = rgb[row0 - first:row1 - first, col0:col1], valid[row0 - first:row1 - first, col0:col1]
@@ -268,7 +343,7 @@ class _RowBuffer:
         # Each block is decoded once, so GDAL's block cache (by default 5% of RAM, several GiB on a
         # big machine) only piles up stale blocks: cap it to about one chunk of the file's blocks.
         with rasterio.Env(GDAL_CACHEMAX=self.cache_bytes):
-            rgb, valid = self.source.read_rgb(first, end, 0, self.source.width)
+            rgb, valid = self.source.read_rgb(first, end, self.col0, self.col1)
         self.chunks.append((first, rgb, valid))
 
 

@@ -227,12 +227,14 @@ class VectorLayer:
 
 
 def write_gpkg(path: str | Path, layers: Sequence[VectorLayer], *, crs: CRS | str | None) -> Path:
-    """Write ``layers`` into one GeoPackage (replacing the file), atomically. Returns ``path``.
+    """Write ``layers`` with geopandas into ``path`` (replacing the file), atomically. Returns ``path``.
 
-    Field types follow the numpy dtypes: integers -> int64, floats -> float64, bool, text. An
-    empty layer is written with its fields. ``crs`` None: no CRS (pixel coordinates).
+    The extension chooses the format (rs_vlm_app.geo.vectors): .gpkg (any number of layers),
+    .parquet (GeoParquet) or .geojson (one layer). Field types follow the numpy dtypes: integers ->
+    int64, floats -> float64, bool, text. An empty layer is written with its fields. ``crs`` None:
+    no CRS (pixel coordinates).
     """
-    from pyogrio.raw import write as ogr_write
+    from rs_vlm_app.geo.vectors import write_vector
 
     if not layers:
         raise ValueError("write_gpkg needs at least one layer")
@@ -240,17 +242,18 @@ def write_gpkg(path: str | Path, layers: Sequence[VectorLayer], *, crs: CRS | st
     if len(set(names)) != len(names):
         raise ValueError(f"layer names must be distinct: {names}")
     crs_text = _crs_text(crs)
-    prepared = [_prepare(layer) for layer in layers]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        for i, (layer, (wkb, values, field_names)) in enumerate(zip(layers, prepared, strict=True)):
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # None: pixel frame
-                ogr_write(
-                    str(tmp), wkb, values, field_names, layer=layer.name, driver="GPKG", crs=crs_text,
-                    geometry_type=layer.geometry_type, append=i > 0, encoding="UTF-8",
-                )
-    return path
+    frames = {layer.name: layer_frame(layer, crs_text) for layer in layers}
+    return write_vector(path, frames, geometry_types={layer.name: layer.geometry_type for layer in layers})
+
+
+def layer_frame(layer: VectorLayer, crs: CRS | str | None = None):
+    """``layer`` as a GeoDataFrame (fields typed as :func:`write_gpkg` writes them)."""
+    import geopandas as gpd
+
+    geometries, values, field_names = _prepare(layer)
+    columns = dict(zip(field_names, values, strict=True))
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(list(geometries), crs=_crs_text(crs) if crs else None),
+                            crs=_crs_text(crs) if crs else None)
 
 
 def _prepare(layer: VectorLayer) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
@@ -267,8 +270,7 @@ def _prepare(layer: VectorLayer) -> tuple[np.ndarray, list[np.ndarray], list[str
         if len(array) != n:
             raise ValueError(f"layer {layer.name!r}: field {name!r} has {len(array)} values for {n} geometries")
         values.append(array)
-    wkb = shapely.to_wkb(geometries) if n else np.empty(0, dtype=object)
-    return np.asarray(wkb, dtype=object), values, list(layer.fields)
+    return geometries, values, list(layer.fields)
 
 
 def _promote(geometry: shapely.Geometry, single: str) -> shapely.Geometry:

@@ -190,17 +190,14 @@ class Features:
 
 
 def read_features(path: Path, layer: str | None, frame: Frame) -> Features:
-    """Read a GeoPackage layer and bring its geometries into the scene's pixel frame."""
-    import pyogrio
+    """Read a vector layer (GeoPackage, GeoParquet, GeoJSON; geopandas) into the scene's pixel frame."""
     import shapely
-    from pyogrio.errors import DataLayerError, DataSourceError
 
-    try:
-        meta, _fids, wkb, field_data = pyogrio.raw.read(path, layer=layer)
-    except (DataSourceError, DataLayerError, OSError) as exc:
-        raise UserError(f"not a vector layer rs-vlm can read ({' '.join(str(exc).split())})", path=path) from None
-    geoms = shapely.from_wkb(wkb) if wkb is not None else np.array([], dtype=object)
-    source_crs = meta.get("crs")
+    from rs_vlm_app.geo.vectors import read_vector
+
+    table = read_vector(path, layer)
+    geoms = np.asarray(table.geometry.values, dtype=object)
+    source_crs = table.crs.to_wkt() if table.crs is not None else None
     if source_crs and frame.crs is not None:
         geoms = _reproject(geoms, source_crs, frame.crs)
     inverse = ~frame.transform
@@ -210,8 +207,9 @@ def read_features(path: Path, layer: str | None, frame: Frame) -> Features:
         return np.stack([inverse.a * x + inverse.b * y + inverse.c, inverse.d * x + inverse.e * y + inverse.f], 1)
 
     geoms = shapely.transform(geoms, to_pixels) if len(geoms) else geoms
-    names = [str(n) for n in meta["fields"]]
-    records = [{name: _plain(field_data[j][i]) for j, name in enumerate(names)} for i in range(len(geoms))]
+    names = [str(n) for n in table.columns if n != table.geometry.name]
+    columns = [table[name].to_numpy() for name in names]
+    records = [{name: _plain(columns[j][i]) for j, name in enumerate(names)} for i in range(len(geoms))]
     return Features(geoms, names, records, shapely.STRtree(geoms) if len(geoms) else None)
 
 
@@ -452,14 +450,13 @@ class VectorLayer(Layer):
 
 
 def gpkg_layers(path: Path) -> list[str]:
-    """Names of the layers of a GeoPackage (UserError if it is not one)."""
-    import pyogrio
-    from pyogrio.errors import DataSourceError
+    """Names of the layers of a vector file (UserError if it is not one)."""
+    from rs_vlm_app.geo.vectors import layer_names
 
     try:
-        return [str(name) for name, _type in pyogrio.list_layers(path)]
-    except (DataSourceError, OSError) as exc:
-        raise UserError(f"not a GeoPackage rs-vlm can read ({' '.join(str(exc).split())})", path=path) from None
+        return layer_names(path)
+    except Exception as exc:  # pyogrio's DataSourceError and OSError
+        raise UserError(f"not a vector file rs-vlm can read ({' '.join(str(exc).split())})", path=path) from None
 
 
 def _float_pair(a: str | None, b: str | None) -> tuple[float, float] | None:

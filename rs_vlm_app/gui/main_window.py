@@ -26,6 +26,8 @@ from PyQt6.QtWidgets import (
 
 from rs_vlm_app import __version__
 from rs_vlm_app.errors import UserError
+from rs_vlm_app.gui.archive_search import ArchiveSearchDialog, best_hit_scene
+from rs_vlm_app.gui.area import AreaOfInterest
 from rs_vlm_app.gui.jobs import CANCELLED, DONE, FAILED, Job, JobManager
 from rs_vlm_app.gui.jobs_panel import JobsPanel
 from rs_vlm_app.gui.layers import HeatmapLayer, Layer, VectorLayer, gpkg_layers, painter_path
@@ -33,6 +35,8 @@ from rs_vlm_app.gui.map_view import Z_HIGHLIGHT, MapView
 from rs_vlm_app.gui.model_picker import ModelChoice, ModelPicker
 from rs_vlm_app.gui.panels import InfoPanel, LayerPanel, MessageBar
 from rs_vlm_app.gui.tile_jobs import CaptionDialog, ClassifyDialog
+from rs_vlm_app.gui.tools import install as install_tools
+from rs_vlm_app.jobs import client, protocol
 
 MAX_RECENT = 10
 VECTOR_SUFFIXES = (".gpkg",)
@@ -97,6 +101,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.layers_dock, self.info_dock], [280, 300], Qt.Orientation.Horizontal)
         self.resizeDocks([self.jobs_dock], [180], Qt.Orientation.Vertical)
 
+        self.area = AreaOfInterest(self, self.messages.show_message)  # Area › Choose area…: the jobs' ``aoi``
         self._actions()
         self._toolbar()
         self._menus()
@@ -106,6 +111,7 @@ class MainWindow(QMainWindow):
         self.worker_label.setToolTip("The worker process runs the models; it starts with the first query")
         bar = self.statusBar()
         bar.addWidget(self.coords, 1)
+        bar.addPermanentWidget(self.area.label)
         bar.addPermanentWidget(self.crs_label)
         bar.addPermanentWidget(self.worker_label)
         self._update_enabled()
@@ -126,6 +132,10 @@ class MainWindow(QMainWindow):
         self.add_layer_action = QAction("&Add layer…", self, shortcut="Ctrl+L")
         self.add_layer_action.setToolTip("Add a heat map GeoTIFF or a GeoPackage (hot spots, tile captions, classes)")
         self.add_layer_action.triggered.connect(self._add_layer_dialog)
+        self.search_archive_action = QAction("Searc&h archive…", self)
+        self.search_archive_action.setToolTip("The tiles of an indexed archive (rsvlm index) that best match a "
+                                              "query, as footprints on the map")
+        self.search_archive_action.triggered.connect(self._search_archive_dialog)
         self.run_spec_action = QAction("Run job &spec…", self)
         self.run_spec_action.setToolTip("Run a job spec JSON file (see docs/jobs.md) in a worker of its own")
         self.run_spec_action.triggered.connect(self._run_spec_dialog)
@@ -187,6 +197,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._fill_recent()
         file_menu.addAction(self.add_layer_action)
+        file_menu.addAction(self.search_archive_action)
         file_menu.addSeparator()
         file_menu.addAction(self.run_spec_action)
         file_menu.addAction(self.results_action)
@@ -196,6 +207,9 @@ class MainWindow(QMainWindow):
         tiles_menu = self.menuBar().addMenu("&Tiles")
         tiles_menu.addAction(self.caption_action)
         tiles_menu.addAction(self.classify_action)
+        area_menu = self.menuBar().addMenu("&Area")
+        area_menu.addAction(self.area.choose_action)
+        area_menu.addAction(self.area.clear_action)
         view_menu = self.menuBar().addMenu("&View")
         for action in (self.zoom_full_action, self.zoom_in_action, self.zoom_out_action):
             view_menu.addAction(action)
@@ -208,6 +222,7 @@ class MainWindow(QMainWindow):
             f"rs-vlm {__version__}: ask questions of georeferenced imagery. Results are GeoTIFF and "
             "GeoPackage files you can also open in QGIS.", "info"))
         help_menu.addAction(about)
+        self.tools = install_tools(self)  # Tools › Build dataset…, Fine-tune…; File › Open run…
 
     def _update_enabled(self) -> None:
         has_scene = self.scene_path is not None
@@ -281,7 +296,9 @@ class MainWindow(QMainWindow):
             query = str(entry.get("query", ""))
             heat, vectors = manifest.parent / str(entry.get("heatmap", "")), manifest.parent / str(entry.get("vectors", ""))
             if heat.is_file() and vectors.is_file() and query not in self.layers.groups():
-                self._add_query_layers(query, heat, vectors, visible=False)
+                files = [protocol.ResultFile(str(heat), "heatmap", query),
+                         protocol.ResultFile(str(vectors), "vectors", query, ["hotspots", "tiles"])]
+                self.show_layer_plan(client.layer_plan("localize", files), visible=False)
                 count += 1
         return count
 
@@ -318,12 +335,22 @@ class MainWindow(QMainWindow):
             self.messages.show_message(str(exc), "error")
         return added
 
-    def _add_query_layers(self, query: str, heatmap: Path, vectors: Path, visible: bool = True) -> None:
-        self.add_heatmap_file(heatmap, query, visible)
-        self.add_vector_file(vectors, query, only=["tiles", "hotspots"],
-                             visible={"tiles": False, "hotspots": visible})
-        if not visible:
-            self.layers.set_group_visible(query, False)
+    def show_layer_plan(self, groups: list[client.LayerGroupPlan], visible: bool = True) -> list[Layer]:
+        """Show the layers the client planned for a result (the same plan the QGIS plugin follows),
+        bottom layer first; ``visible=False`` adds the groups hidden. A class raster is left out: the
+        app draws classes from the tiles layer."""
+        added: list[Layer] = []
+        for group in groups:
+            for planned in reversed(group.layers):
+                if planned.role == "heatmap":
+                    layer = self.add_heatmap_file(Path(planned.path), group.name, planned.visible and visible)
+                    added += [layer] if layer is not None else []
+                elif planned.source == "vector":
+                    added += self.add_vector_file(Path(planned.path), group.name, only=[planned.sublayer],
+                                                  visible={planned.sublayer: planned.visible and visible})
+            if not visible:
+                self.layers.set_group_visible(group.name, False)
+        return added
 
     # -- asking ------------------------------------------------------------------------------------------
 
@@ -353,14 +380,65 @@ class MainWindow(QMainWindow):
         if model is None:
             self.messages.show_message("Choose a model in the toolbar (or a custom checkpoint).", "warning")
             return None
-        spec = {"kind": "localize", "scene": str(self.scene_path), "queries": [query],
-                "out": str(self.results_folder()), "model": model}
+        spec = client.localize_spec(str(self.scene_path), [query], str(self.results_folder()), model,
+                                    aoi=self.area.aoi)
         job = self.jobs.submit(spec, title=f"“{query}” on {self.scene_path.name}", interactive=True)
         self._query_jobs[job.id] = query
         self._remember_query(query)
         self.jobs_panel.select(job)
         self.query.selectAll()
         return job
+
+    def search_archive(self, archive: Path, query: str, top_k: int = 20) -> Job | None:
+        """The tiles of the archive folder ``archive`` best matching ``query`` (an archive-search job with
+        the toolbar's model, which must be the archive's); the hits become a layer when it is done."""
+        query = " ".join(str(query).split())
+        if not query:
+            self.messages.show_message("Type what to search the archive for.", "warning")
+            return None
+        archive = Path(archive)
+        if not archive.is_dir():
+            self.messages.show_message(f"{archive}: not a folder; choose an archive made by `rsvlm index`.",
+                                       "error")
+            return None
+        model = self.model_picker.model_spec()
+        if model is None:
+            self.messages.show_message("Choose the archive's model in the toolbar (or a custom checkpoint).",
+                                       "warning")
+            return None
+        slug = "".join(c if c.isalnum() else "_" for c in query)[:40].strip("_") or "query"
+        out = self.results_folder(archive) / f"search_{slug}.gpkg"
+        spec = client.archive_search_spec(str(archive), query, str(out), model, top_k=int(top_k))
+        job = self.jobs.submit(spec, title=f"“{query}” in archive {archive.name}", interactive=True)
+        self._remember_query(query)
+        self.jobs_panel.select(job)
+        self.messages.show_message(f"Searching {archive.name} for “{query}”…", "info")
+        return job
+
+    def _search_archive_dialog(self) -> None:
+        dialog = ArchiveSearchDialog(self.settings, self, self.query.text().strip())
+        if dialog.exec():
+            values = dialog.values()
+            if values["archive"] is None:
+                self.messages.show_message("Choose the archive folder (made by `rsvlm index`).", "warning")
+                return
+            self.search_archive(values["archive"], values["query"], values["top_k"])
+
+    def _show_archive_hits(self, job: Job) -> list[Layer]:
+        """Show an archive search's hits; with no scene open, the best hit's scene is opened first
+        (footprints of other scenes lie outside it: open their scenes to see them)."""
+        plan = client.result_layer_plan(job)
+        if not plan:
+            return []
+        if self.scene_path is None:
+            scene = best_hit_scene(plan[0].layers[0].path, plan[0].layers[0].sublayer or "results")
+            if scene is None or not self.open_scene(scene):
+                return []
+        for group in plan:
+            self.layers.remove_group(group.name)  # the same search again replaces its layer
+        added = self.show_layer_plan(plan)
+        self.layers.select_group(plan[0].name)
+        return added
 
     def caption_tiles(self, choice: ModelChoice, grid: str = "256", decoding: str = "beam",
                       clip_score: bool = False) -> Job | None:
@@ -369,15 +447,16 @@ class MainWindow(QMainWindow):
         if not self._scene_for_tiles():
             return None
         device, precision = self.model_picker.device.currentData(), self.model_picker.precision.currentData()
-        spec: dict[str, Any] = {"kind": "caption", "scene": str(self.scene_path), "model": choice.spec(device, precision),
-                                "out": str(self.results_folder() / f"{self.scene_path.stem}_captions.gpkg"),
-                                "grid": grid, "decoding": decoding}
+        clip = None
         if clip_score:
             clip = self.model_picker.model_spec()
             if clip is None:
                 self.messages.show_message("Choose a CLIP model in the toolbar to score the captions.", "warning")
                 return None
-            spec["clip_model"] = clip
+        spec = client.caption_spec(str(self.scene_path),
+                                   str(self.results_folder() / f"{self.scene_path.stem}_captions.gpkg"),
+                                   choice.spec(device, precision), grid=grid, decoding=decoding, clip_model=clip,
+                                   aoi=self.area.aoi)
         return self._submit_tile_job(spec, f"captions of {self.scene_path.name}")
 
     def classify_tiles(self, classes: str | list[str], grid: str = "256") -> Job | None:
@@ -390,8 +469,8 @@ class MainWindow(QMainWindow):
             self.messages.show_message("Choose a model in the toolbar (or a custom checkpoint).", "warning")
             return None
         name = classes if isinstance(classes, str) else "my_classes"
-        spec = {"kind": "classify", "scene": str(self.scene_path), "classes": classes, "model": model,
-                "out": str(self.results_folder() / f"classes_{name}"), "grid": grid}
+        spec = client.classify_spec(str(self.scene_path), classes, str(self.results_folder() / f"classes_{name}"),
+                                    model, grid=grid, aoi=self.area.aoi)
         return self._submit_tile_job(spec, f"classes ({name}) of {self.scene_path.name}")
 
     def _scene_for_tiles(self) -> bool:
@@ -419,20 +498,18 @@ class MainWindow(QMainWindow):
             values = dialog.values()
             self.classify_tiles(values["classes"], values["grid"])
 
-    def _load_tiles(self, job: Job) -> list[VectorLayer]:
+    def _load_tiles(self, job: Job) -> list[Layer]:
         """Show a job's tiles layers (captions, classes, search hits) when its scene is the open one."""
         if job.result is None or self.scene_path is None:
             return []
         scene = Path(str(job.spec.get("scene", "")))
         if scene.resolve() != self.scene_path.resolve():
             return []
-        added: list[VectorLayer] = []
-        for f in job.result.files:
-            if f.role == "tiles":
-                group = job.title
-                self.layers.remove_group(group)  # a job run again replaces its layer
-                added += self.add_vector_file(Path(f.path), group, only=f.layers or None)
-                self.layers.select_group(group)
+        added: list[Layer] = []
+        for group in client.result_layer_plan(job):
+            self.layers.remove_group(group.name)  # a job run again replaces its layer
+            added += self.show_layer_plan([group])
+            self.layers.select_group(group.name)
         return added
 
     def _remember_query(self, query: str) -> None:
@@ -451,6 +528,12 @@ class MainWindow(QMainWindow):
                     self.messages.show_message(
                         f"“{query}”: {spots if spots is not None else 'no'} hot spot(s). "
                         f"Files: {Path(job.result.summary.get('out', '')).as_posix()}", "success")
+            elif job.kind == "archive-search" and job.result is not None and self._show_archive_hits(job):
+                summary = job.result.summary
+                self.messages.show_message(
+                    f"{job.title}: the best {len(summary.get('hits') or [])} tile(s) of "
+                    f"{summary.get('scenes_searched', '?')} scene(s), shown on {self.scene_path.name}; "
+                    f"all footprints: {summary.get('out', '')}", "success")
             elif job.kind in ("caption", "classify") and self._load_tiles(job):
                 self.messages.show_message(f"{job.title}: {job.result.summary.get('tiles', '?')} tiles, shown as "
                                            "a layer; hover a tile to read it.", "success")
@@ -475,22 +558,20 @@ class MainWindow(QMainWindow):
         scene = Path(str(job.spec.get("scene", "")))
         if scene.resolve() != self.scene_path.resolve():
             return False
-        heatmaps = {f.title: Path(f.path) for f in result.files if f.role == "heatmap"}
-        vectors = {f.title: Path(f.path) for f in result.files if f.role == "vectors"}
-        for query, heat in heatmaps.items():
-            for group in self.layers.groups():
-                if group != query:
-                    self.layers.set_group_visible(group, False)  # the newest answer on top, alone
+        plan = client.result_layer_plan(job)
+        for group in plan:
+            query = group.name
+            for other in self.layers.groups():
+                if other != query:
+                    self.layers.set_group_visible(other, False)  # the newest answer on top, alone
+            heat = next(Path(p.path) for p in group.layers if p.role == "heatmap")
             shown = [x for x in self.layers.layers_in(query) if isinstance(x, HeatmapLayer)]
             if shown and all(x.path == heat and x.path.stat().st_mtime <= x.loaded_at for x in shown):
                 self.layers.set_group_visible(query, True)  # already on the map, unchanged since
             else:
-                self._add_query_layers(query, heat, vectors.get(query, heat.with_suffix(".gpkg")))
+                self.show_layer_plan([group])
             self.layers.select_group(query)
-        for f in result.files:
-            if f.role == "tiles":
-                self.add_vector_file(Path(f.path), f.title)
-        return bool(heatmaps)
+        return bool(plan)
 
     def open_job_result(self, job: Job) -> None:
         """"Open result": show its layers on the map (opening its scene if needed), or its folder."""
@@ -502,13 +583,11 @@ class MainWindow(QMainWindow):
                 return
             self._load_result(job)
             return
-        layers = [f for f in job.result.files if f.role in ("tiles", "heatmap")]
-        if layers and self.scene_path is not None:
-            for f in layers:
-                if f.role == "heatmap":
-                    self.add_heatmap_file(Path(f.path), f.title)
-                else:
-                    self.add_vector_file(Path(f.path), f.title)
+        if job.kind == "archive-search" and self._show_archive_hits(job):
+            return
+        plan = client.result_layer_plan(job)
+        if plan and self.scene_path is not None:
+            self.show_layer_plan(plan)
             return
         first = next(iter(job.result.files), None)
         if first is not None:

@@ -11,7 +11,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from affine import Affine
 from PyQt6.QtCore import QPointF, QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QBrush, QColor, QPainter, QPixmap, QTransform
@@ -36,10 +35,6 @@ class Frame:
 
     def to_map(self, col: float, row: float) -> tuple[float, float]:
         return self.transform @ (col, row)
-
-    def to_pixel_arrays(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inverse = ~self.transform
-        return (inverse.a * x + inverse.b * y + inverse.c, inverse.d * x + inverse.e * y + inverse.f)
 
     def qtransform_from(self, transform: Affine) -> QTransform:
         """Qt transform taking pixels of a raster with ``transform`` (same CRS) to scene pixels."""

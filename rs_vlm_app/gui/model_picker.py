@@ -47,15 +47,13 @@ class ModelChoice:
         return f"{Path(self.checkpoint or '').name} ({built})"
 
     def spec(self, device: str, precision: str) -> dict[str, Any]:
-        """The ``model`` object of a job spec."""
-        out: dict[str, Any] = {"device": device, "precision": precision}
+        """The ``model`` object of a job spec (rs_vlm_app.models.spec.ModelSpec), built by the shared client."""
+        from rs_vlm_app.jobs.client import model_spec
+
         if self.name:
-            out["name"] = self.name
-        else:
-            out.update({k: v for k, v in (("checkpoint", self.checkpoint), ("arch", self.arch),
-                                          ("model_config", self.model_config)) if v})
-            out["quick_gelu"] = self.quick_gelu
-        return out
+            return model_spec(name=self.name, device=device, precision=precision)
+        return model_spec(checkpoint=self.checkpoint, arch=self.arch, model_config=self.model_config,
+                          quick_gelu=self.quick_gelu, device=device, precision=precision)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -357,11 +357,6 @@ class LayerPanel(QWidget):
         if item is not None:
             self.tree.setCurrentItem(item)
 
-    def set_layer_visible(self, layer: Layer, visible: bool) -> None:
-        item = self._items.get(id(layer))
-        if item is not None:
-            item.setCheckState(0, Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
-
     def _selection_changed(self) -> None:
         group = self.selected_group()
         heat = self.heatmap_of(group) or next(

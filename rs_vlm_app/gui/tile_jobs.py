@@ -19,10 +19,11 @@ from PyQt6.QtWidgets import (
 )
 
 from rs_vlm_app.gui.model_picker import CUSTOM, CustomModelDialog, ModelChoice, catalogue_models
+from rs_vlm_app.jobs.client import bundled_class_lists
+from rs_vlm_app.resources import resource
 
-#: The class lists shipped with rs-vlm (rs_vlm_app/resources/classes/).
-BUNDLED_CLASS_LISTS = [("AID (30 scene classes)", "aid"), ("RESISC45 (45 scene classes)", "resisc45"),
-                       ("EuroSAT (10 land-cover classes)", "eurosat")]
+#: The class lists shipped with rs-vlm (resources/classes/): (menu label, key).
+BUNDLED_CLASS_LISTS = [(info.label, info.key) for info in bundled_class_lists(resource("classes"))]
 OWN_CLASSES = "__own__"
 DEFAULT_GRID = "256"
 

@@ -107,8 +107,8 @@ class ResultFile:
     """One file a job wrote. ``role`` tells front ends how to show it:
 
     heatmap (float GeoTIFF 0..1), vectors (GeoPackage; ``layers`` names its layers), tiles
-    (GeoPackage of tile polygons with caption / class fields), raster, table, report, manifest,
-    style, checkpoint, folder.
+    (GeoPackage of tile polygons with caption / class fields), classes (a class raster with its
+    colour table), raster, table, report, manifest, style, checkpoint, folder.
     """
 
     path: str

@@ -24,8 +24,9 @@ from typing import Any
 from rs_vlm_app import __version__
 from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserError
 from rs_vlm_app.jobs import protocol
-from rs_vlm_app.jobs.context import JobContext, ModelLoadError, ModelPool
+from rs_vlm_app.jobs.context import JobContext
 from rs_vlm_app.jobs.specs import JobResult, JobSpec
+from rs_vlm_app.models.cache import ModelCache, ModelLoadError
 from rs_vlm_app.reporting import RateMeter
 
 log = logging.getLogger(__name__)
@@ -94,22 +95,24 @@ def run_job(
     *,
     job_id: str | None = None,
     cancel: threading.Event | None = None,
-    models: ModelPool | None = None,
+    models: ModelCache | None = None,
     cache: Any = None,
+    checked: bool = False,
 ) -> Outcome:
     """Run ``spec``, emitting ``started``, progress/log events and one final event.
 
     Never raises for a job failure (UserError, a crash, a cancel): those become ``error`` or
     ``cancelled`` events and the returned Outcome. Library log records and Python warnings raised
-    while the job runs become ``log`` events.
+    while the job runs become ``log`` events. ``checked``: the caller already ran ``spec.check()``.
     """
     reporter = EventReporter(emit, job_id, cancel)
-    context = JobContext(reporter=reporter, models=models or ModelPool(), cache=cache)
+    context = JobContext(reporter=reporter, models=models or ModelCache(), cache=cache)
     emit(protocol.Started(kind=spec.kind, title=spec.title(), job=job_id))
     present = _existing_inputs(spec)
     with capture_logs(reporter):
         try:
-            spec.check()
+            if not checked:
+                spec.check()
             result = spec.run(context)
         except (Cancelled, KeyboardInterrupt):
             event = protocol.Cancelled(job=job_id)
@@ -201,7 +204,7 @@ def capture_logs(reporter: EventReporter) -> Iterator[None]:
         app.setLevel(level)
 
 
-def hello(mode: str, models: ModelPool | None = None) -> protocol.Hello:
+def hello(mode: str, models: ModelCache | None = None) -> protocol.Hello:
     """The ``hello`` event: protocol and package versions, process id, compute devices."""
     versions = {"rs-vlm": __version__, "python": platform.python_version()}
     for name in VERSIONED_PACKAGES:

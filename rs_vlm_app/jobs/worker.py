@@ -24,9 +24,9 @@ from typing import BinaryIO
 
 from rs_vlm_app.errors import EXIT_CANCELLED, EXIT_USER_ERROR, Cancelled, UserError
 from rs_vlm_app.jobs import protocol
-from rs_vlm_app.jobs.context import ModelPool
 from rs_vlm_app.jobs.runner import run_job
 from rs_vlm_app.jobs.specs import JobSpec, load_spec, spec_from_dict
+from rs_vlm_app.models.cache import ModelCache
 
 
 class EventWriter:
@@ -174,7 +174,7 @@ class _Server:
     def __init__(self) -> None:
         self.cancel = _Cancel()
         self.emit = EventWriter(protect_stdout(), on_broken=self._client_gone)
-        self.models = ModelPool()
+        self.models = ModelCache()
         self.requests: queue.Queue = queue.Queue()
         self.current_id: str | None = None
         self.dropped: set[str] = set()
@@ -282,7 +282,7 @@ def _install_signals(cancel: _Cancel) -> None:
             signal.signal(signum, cancel.on_signal)
 
 
-def _hello(mode: str, models: ModelPool | None) -> protocol.Event:
+def _hello(mode: str, models: ModelCache | None) -> protocol.Event:
     from rs_vlm_app.jobs.runner import hello
 
     return hello(mode, models)

@@ -3,7 +3,10 @@
 catalogue   resources/models.toml as typed entries (ModelEntry, load_catalogue, get_entry, default_entry)
 resolve     weights file of an entry: rs-vlm cache, Hugging Face cache, download only when allowed
 loading     safe reading (safetensors / weights_only) and exact loading of state_dicts
-factory     ModelRequest -> LoadedModel (load_model), and the per-process memo get_model
+spec        ModelSpec: the one description of which model, and where it computes (every layer passes it)
+factory     ModelSpec -> LoadedModel (load_model; a new model every call)
+cache       ModelCache: the one cache of loaded models, and the encoders/captioners built on them
+tile_encoder  TileEncoder / TileCaptioner: the protocols tasks type their models against
 device      pick_device, resolve_precision, autocast, default_batch_size
 encoder     ClipEncoder: batched, normalised image and text embeddings
 preprocess  fast_tile_transform and the reference SeLo tile transform

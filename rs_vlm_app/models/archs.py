@@ -38,7 +38,7 @@ def read_model_config(path: Path) -> ModelConfig:
     path = Path(path)
     what = "model config"
     if path.is_dir():
-        raise UserError(f"is a folder; --model-config takes a JSON {what} file", path=path)
+        raise UserError(f"is a folder; model_config must be a JSON {what} file", path=path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -96,7 +96,7 @@ def check_arch(arch: str) -> str:
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models()"
     raise UserError(f"unknown open_clip architecture {arch!r}; {hint} "
-                    f"(or describe it in a JSON file and pass --model-config)")
+                    f"(or describe it in a JSON file given as model_config)")
 
 
 def arch_config(name: str) -> dict:

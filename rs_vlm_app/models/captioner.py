@@ -40,15 +40,7 @@ class CocaCaptioner(TileModel):
 
     def caption_tiles(self, tiles: np.ndarray, options: DecodingOptions) -> list[Caption]:
         """uint8 (B, S, S, 3) RGB tiles at image_size -> one Caption per tile, in order."""
-        import torch
-
-        from rs_vlm_app.models.device import autocast
-
-        out: list[Caption] = []
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for _start, x in self.normalised_batches(tiles):
-                out.extend(self._caption(g) for g in self.decoder.generate(x, options))
-        return out
+        return self.run_batches(tiles, lambda x: [self._caption(g) for g in self.decoder.generate(x, options)])
 
     def _caption(self, generated: GeneratedCaption) -> Caption:
         text = tidy_caption(self.tokenizer.decode(list(generated.tokens))) if generated.tokens else ""

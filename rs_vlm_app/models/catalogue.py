@@ -113,12 +113,6 @@ class ModelEntry:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 
-    @property
-    def source_kind(self) -> str:
-        return {HubFile: "hf", UrlFile: "url", OpenClipPretrained: "open_clip", UserFile: "user"}[
-            type(self.source)
-        ]
-
 
 def default_catalogue_path() -> Path:
     from rs_vlm_app.resources import resource
@@ -260,7 +254,7 @@ def get_entry(name: str, catalogue: dict[str, ModelEntry] | None = None) -> Mode
     partial = [n for n in entries if key and key in n]  # "georsclip", "l-14"
     close = list(dict.fromkeys(partial + difflib.get_close_matches(key, list(entries), n=4, cutoff=0.5)))[:4]
     hint = f"did you mean {', '.join(close)}?" if close else "run `rsvlm models list` to see them"
-    raise UserError(f"unknown model {name!r}; {hint} (or pass --checkpoint FILE --arch ARCH)")
+    raise UserError(f"unknown model {name!r}; {hint} (or give a checkpoint file with its arch)")
 
 
 def default_entry(family: str = "clip", catalogue: dict[str, ModelEntry] | None = None) -> ModelEntry:
@@ -269,4 +263,4 @@ def default_entry(family: str = "clip", catalogue: dict[str, ModelEntry] | None 
     for entry in entries.values():
         if entry.family == family and entry.default:
             return entry
-    raise UserError(f"the model catalogue has no default {family} model; name one with --model")
+    raise UserError(f"the model catalogue has no default {family} model; name one")

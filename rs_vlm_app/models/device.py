@@ -24,19 +24,19 @@ def pick_device(name: str = "auto") -> str:
         return "cpu"
     if requested == "cuda" or requested.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UserError(f"--device {requested}: no CUDA GPU is usable here (torch.cuda.is_available() is "
-                            f"false; torch {torch.__version__}); use --device auto or cpu")
+            raise UserError(f"device {requested}: no CUDA GPU is usable here (torch.cuda.is_available() is "
+                            f"false; torch {torch.__version__}); use device auto or cpu")
         index = requested.partition(":")[2]
         if index:
             if not index.isdigit():
-                raise UserError(f"--device {requested}: write cuda:N with N a GPU number")
+                raise UserError(f"device {requested}: write cuda:N with N a GPU number")
             if int(index) >= torch.cuda.device_count():
-                raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                raise UserError(f"device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                                 f"numbered from 0")
         return requested
     if requested == "mps":
         if not _mps_available():
-            raise UserError("--device mps: Apple's Metal (MPS) backend is not available here; use --device auto or cpu")
+            raise UserError("device mps: Apple's Metal (MPS) backend is not available here; use device auto or cpu")
         return "mps"
     raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
 
@@ -64,7 +64,7 @@ def resolve_precision(device: str, precision: str = "auto") -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "fp16" if kind == "mps" else "fp32"
     if kind == "cpu" and wanted == "fp16":
-        raise UserError("--precision fp16 is not supported on the CPU; use bf16 or fp32")
+        raise UserError("precision fp16 is not supported on the CPU; use bf16 or fp32")
     return wanted
 
 
@@ -80,14 +80,16 @@ def autocast(device: str, precision: str = "auto") -> contextlib.AbstractContext
 
 
 def default_batch_size(device: str, image_size: int) -> int:
-    """Images per batch: sized for the device's memory, scaled down for larger inputs than 224 px."""
+    """Images per batch: sized for the device's free memory, scaled down for larger inputs than 224 px."""
     import torch
 
     kind = device.split(":", 1)[0]
     if kind == "cuda":
+        # the memory free now (another job may hold part of the GPU); an out-of-memory later halves it
         index = int(device.partition(":")[2] or torch.cuda.current_device())
-        gib = torch.cuda.get_device_properties(index).total_memory / 2**30
-        base = 64 if gib < 8 else 128 if gib < 16 else 256 if gib < 40 else 512
+        free, _total = torch.cuda.mem_get_info(index)
+        gib = free / 2**30
+        base = 32 if gib < 4 else 64 if gib < 8 else 128 if gib < 16 else 256 if gib < 40 else 512
     elif kind == "mps":
         base = 64
     else:

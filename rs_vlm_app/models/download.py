@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -20,8 +22,59 @@ class DownloadError(Exception):
     """A download that did not produce the file (network, HTTP, size or checksum problem)."""
 
 
+#: Seconds to wait for a TCP connection when checking that a download host is reachable.
+PROBE_TIMEOUT = 4.0
+_probed: dict[tuple[str, int], str | None] = {}
+
+
+def check_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail at once (DownloadError) when ``url``'s host cannot be resolved or refuses connections.
+
+    Download libraries retry such failures with back-off (huggingface_hub: five times, 38 s offline)
+    although no retry can help; one resolution and one connection attempt tell. The answer is kept
+    for the process. Skipped when a proxy serves the host (the proxy decides).
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname
+    if not host or _proxied(host, parts.scheme):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    key = (host, port)
+    if key not in _probed:
+        _probed[key] = _probe(host, port, timeout)
+    if _probed[key] is not None:
+        raise DownloadError(_probed[key])
+
+
+def _probe(host: str, port: int, timeout: float) -> str | None:
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: no network or no name server ({exc.strerror or exc})"
+    problem = None
+    for family, kind, proto, _name, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            return None
+        except ConnectionRefusedError:
+            problem = f"{host}:{port} refused the connection"
+        except OSError as exc:  # timeout, network unreachable
+            problem = problem or f"cannot connect to {host}:{port} ({exc.strerror or exc})"
+    return problem or f"cannot connect to {host}:{port}"
+
+
+def _proxied(host: str, scheme: str) -> bool:
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(host)
+
+
 def download_url(url: str, target: Path, *, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Stream ``url`` to ``target`` through ``target.part``; verify length (and sha256 when given)."""
+    check_reachable(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f"{target.name}.{os.getpid()}.part")
     digest = hashlib.sha256()

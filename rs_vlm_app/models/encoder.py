@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.models.device import autocast
 from rs_vlm_app.models.factory import LoadedModel
+from rs_vlm_app.models.tile_encoder import DEFAULT_LOGIT_SCALE
 from rs_vlm_app.models.tile_model import TileModel
 
 log = logging.getLogger(__name__)
@@ -19,7 +21,8 @@ _TEXT_BATCH = 256
 
 
 class ClipEncoder(TileModel):
-    """Embeds model-sized uint8 RGB tiles and text queries in the model's joint space.
+    """Embeds model-sized uint8 RGB tiles and text queries in the model's joint space (a
+    rs_vlm_app.models.tile_encoder.TileEncoder).
 
     Normalisation (mean/std) runs on the device, in batches, under torch.inference_mode and autocast
     (bf16/fp16 on GPUs, fp32 on the CPU unless asked). Results are float32 numpy, L2-normalised.
@@ -29,13 +32,26 @@ class ClipEncoder(TileModel):
                  batch_size: int | None = None):
         super().__init__(loaded, device=device, precision=precision, batch_size=batch_size)
         self.embed_dim = loaded.embed_dim
+        self._encode_image = self.model.encode_image
+        if os.environ.get("RSVLM_COMPILE", "").strip().lower() in ("1", "true", "yes", "on"):
+            # torch.compile of the image tower (worth it on a GPU for long jobs; the first batches of
+            # each shape pay for compilation). The shared model itself is left as it is.
+            self._encode_image = torch.compile(self.model.encode_image)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(the model's learned logit scale), capped at 100 as in CLIP training."""
+        scale = getattr(self.model, "logit_scale", None)
+        if scale is None:
+            return DEFAULT_LOGIT_SCALE
+        return float(min(DEFAULT_LOGIT_SCALE, float(scale.detach().float().exp())))
 
     def encode_images(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 (B, S, S, 3) RGB tiles at image_size -> float32 (B, D), L2-normalised."""
         out = np.empty((len(tiles), self.embed_dim), dtype=np.float32)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for start, x in self.normalised_batches(tiles):
-                out[start:start + len(x)] = _normalised(self.model.encode_image(x))
+        rows = self.run_batches(tiles, lambda x: _normalised(self._encode_image(x)))
+        if rows:
+            out[:] = np.stack(rows)
         return out
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""One factory: a ModelRequest (catalogue name, or a checkpoint with its architecture) -> a LoadedModel.
+"""One factory: a ModelSpec (catalogue name, or a checkpoint with its architecture) -> a LoadedModel.
 
 The model is built by open_clip.create_model(arch, pretrained=None, force_quick_gelu=...) and the
 weights are loaded by rs_vlm_app.models.loading, so every failure is one of our own one-line errors.
+Errors name ModelSpec's fields (checkpoint, arch, model_config, name), never a front end's options.
+Loaded models are kept by rs_vlm_app.models.cache.ModelCache (the only model cache), not here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import functools
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,41 +26,11 @@ from rs_vlm_app.models.catalogue import (
     default_entry,
     get_entry,
 )
+from rs_vlm_app.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 FAMILY_WORDS = {"clip": "a CLIP model", "coca": "a CoCa caption model"}
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """Which model to load, as the user named it (all None = the catalogue's default)."""
-
-    name: str | None = None           # catalogue name
-    checkpoint: Path | None = None    # explicit weights file
-    arch: str | None = None           # open_clip architecture of --checkpoint
-    model_config: Path | None = None  # open_clip model config JSON of --checkpoint (any architecture)
-    quick_gelu: bool | None = None    # override the catalogue flag
-    allow_download: bool | None = None  # None: unless HF_HUB_OFFLINE/RSVLM_OFFLINE; not part of key()
-
-    def key(self) -> str:
-        """A stable identity for memos: same key, same weights and architecture."""
-        parts = [f"name={(self.name or '').strip().lower()}", f"arch={self.arch or ''}",
-                 f"quick_gelu={self.quick_gelu}"]
-        for label, file in (("checkpoint", self.checkpoint), ("config", self.model_config)):
-            parts.append(f"{label}={_file_identity(file)}")
-        return ";".join(parts)
-
-
-def _file_identity(path: Path | None) -> str:
-    if path is None:
-        return ""
-    resolved = Path(path).expanduser().resolve()
-    try:
-        stat = resolved.stat()
-    except OSError:
-        return str(resolved)
-    return f"{resolved}@{stat.st_size}:{stat.st_mtime_ns}"
 
 
 @dataclass
@@ -97,36 +68,36 @@ class _Plan:
     config: object | None = None  # archs.ModelConfig
 
 
-def check_request(request: ModelRequest, *, expect_family: str | None = None) -> None:
-    """Validate a request without loading anything heavy: option combinations, files, catalogue names."""
+def check_model_spec(request: ModelSpec, *, expect_family: str | None = None) -> None:
+    """Validate a model spec without loading anything heavy: field combinations, files, catalogue names."""
     _plan(request, expect_family)
 
 
-def _plan(request: ModelRequest, expect_family: str | None) -> _Plan:
+def _plan(request: ModelSpec, expect_family: str | None) -> _Plan:
     from rs_vlm_app.models.archs import read_model_config
 
     if expect_family not in (None, "clip", "coca"):
         raise ValueError(f"expect_family must be 'clip', 'coca' or None, not {expect_family!r}")
     if request.arch and request.model_config:
-        raise UserError("give --arch or --model-config, not both")
+        raise UserError("arch and model_config both describe the checkpoint's architecture; give one of them")
     if (request.arch or request.model_config) and request.checkpoint is None:
-        option = "--arch" if request.arch else "--model-config"
-        raise UserError(f"{option} describes the file given with --checkpoint FILE; add --checkpoint "
-                        f"(or use --model NAME for a catalogue model)")
+        field_name = "arch" if request.arch else "model_config"
+        raise UserError(f"{field_name} describes the weights file given as checkpoint; give the checkpoint too "
+                        f"(or a catalogue model name)")
     if request.name and (request.arch or request.model_config):
-        raise UserError("--model takes its architecture from the catalogue; drop --arch/--model-config, or "
-                        "drop --model and describe the --checkpoint file with them")
+        raise UserError("a catalogue model name brings its own architecture; leave arch and model_config empty, "
+                        "or leave the name empty and describe the checkpoint with them")
     if request.checkpoint is not None:
         checkpoint = Path(request.checkpoint).expanduser()
         if not checkpoint.exists():
-            raise UserError("checkpoint file not found", path=checkpoint)
+            raise UserError("model file not found", path=checkpoint)
         if checkpoint.is_dir():
-            raise UserError("is a folder; --checkpoint takes a weights file (.pt, .pth, .bin, .safetensors)",
+            raise UserError("is a folder; the checkpoint must be a weights file (.pt, .pth, .bin, .safetensors)",
                             path=checkpoint)
         if not (request.name or request.arch or request.model_config):
-            raise UserError(f"--checkpoint {checkpoint.name} needs its architecture: --arch ARCH (an open_clip "
-                            f"name such as ViT-B-32), --model-config CFG.json, or --model NAME of the catalogue "
-                            f"model it is a copy of")
+            raise UserError(f"the checkpoint {checkpoint.name} needs its architecture: arch (an open_clip name "
+                            f"such as ViT-B-32), model_config (a model config JSON file), or the name of the "
+                            f"catalogue model it is a copy of")
     if request.model_config is not None:
         config = read_model_config(Path(request.model_config).expanduser())
         plan = _Plan(display_name=f"{Path(request.checkpoint).name} ({config.path.name})", family=config.family,
@@ -147,15 +118,18 @@ def _check_family(what: str, family: str | None, expect_family: str | None) -> N
     if expect_family is None or family is None or family == expect_family:
         return
     if expect_family == "clip":
-        need = "this needs a CLIP model (CoCa models are for `rsvlm caption`); see `rsvlm models list`"
+        need = "this needs a CLIP model (CoCa models write captions); the model catalogue lists each model's kind"
     else:
-        need = "this needs a CoCa caption model (a CLIP model cannot write captions); see `rsvlm models list`"
+        need = ("this needs a CoCa caption model (a CLIP model cannot write captions); the model catalogue lists "
+                "each model's kind")
     raise UserError(f"{what} is {FAMILY_WORDS[family]}; {need}")
 
 
-def load_model(request: ModelRequest, *, device: str = "auto", precision: str = "auto",
+def load_model(request: ModelSpec, *, device: str | None = None, precision: str | None = None,
                expect_family: str | None = None) -> LoadedModel:
-    """Build the requested model with its weights, on ``device``, in eval mode.
+    """Build the model ``request`` names with its weights, on ``device`` (default: the spec's), in eval mode.
+
+    A new model every call: keep loaded models in a rs_vlm_app.models.cache.ModelCache.
 
     expect_family "clip" refuses CoCa checkpoints (and "coca" refuses CLIPs): although a CoCa has
     contrastive image and text embeddings, a caption model given where a CLIP is asked for is far
@@ -166,12 +140,13 @@ def load_model(request: ModelRequest, *, device: str = "auto", precision: str = 
     from rs_vlm_app.models import archs
     from rs_vlm_app.models.device import pick_device, resolve_precision
     from rs_vlm_app.models.loading import load_weights, read_state_dict
+    from rs_vlm_app.models.open_clip_fixes import weightless_build
     from rs_vlm_app.models.resolve import resolve_checkpoint
     from rs_vlm_app.models.weights_info import describe_state_dict
 
     plan = _plan(request, expect_family)
-    device = pick_device(device)
-    precision = resolve_precision(device, precision)
+    device = pick_device(device or request.device)
+    precision = resolve_precision(device, precision or request.precision)
 
     preprocess_cfg: dict = {}
     config_text = ""
@@ -188,7 +163,7 @@ def load_model(request: ModelRequest, *, device: str = "auto", precision: str = 
     cfg = archs.arch_config(arch)
     quick_gelu = plan.quick_gelu if plan.quick_gelu is not None else bool(cfg.get("quick_gelu", False))
     if plan.entry is None and request.quick_gelu is None and not quick_gelu:
-        log.info("%s: QuickGELU off; pass --quick-gelu if these weights were fine-tuned from OpenAI CLIP",
+        log.info("%s: QuickGELU off; set quick_gelu if these weights were fine-tuned from OpenAI CLIP",
                  plan.display_name)
 
     if request.checkpoint is not None:
@@ -202,7 +177,9 @@ def load_model(request: ModelRequest, *, device: str = "auto", precision: str = 
 
     log.info("loading %s (%s%s) from %s", plan.display_name, arch, ", QuickGELU" if quick_gelu else "", checkpoint)
     try:
-        with _quiet_open_clip():  # it warns "initialized randomly": true, and our weights come next
+        # parameters on meta: no random initialisation of weights that are replaced next, and the
+        # checkpoint's (memory-mapped) tensors become the model's: no second full copy in memory
+        with _quiet_open_clip(), weightless_build():  # it warns "initialized randomly": our weights come next
             model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu, device="cpu",
                                            precision="fp32", pretrained_image=False, pretrained_text=False)
     except Exception as exc:  # a config open_clip cannot build (bad sizes in a user's JSON)
@@ -284,31 +261,3 @@ def fingerprint(path: Path, *, arch: str, quick_gelu: bool, extra: str = "", sam
             f.seek(offset)
             digest.update(f.read(sample))
     return digest.hexdigest()[:20]
-
-
-_MEMO: dict[tuple[str, str, str], LoadedModel] = {}
-_MEMO_LOCK = threading.Lock()
-
-
-def get_model(request: ModelRequest, device: str = "auto", precision: str = "auto", *,
-              expect_family: str | None = None) -> LoadedModel:
-    """load_model, once per (request, device, precision) in this process: a persistent worker answers
-    its second query without loading the model again."""
-    from rs_vlm_app.models.device import pick_device, resolve_precision
-
-    check_request(request, expect_family=expect_family)
-    resolved = pick_device(device)
-    key = (request.key(), resolved, resolve_precision(resolved, precision))
-    with _MEMO_LOCK:
-        loaded = _MEMO.get(key)
-        if loaded is None:
-            loaded = load_model(request, device=resolved, precision=precision, expect_family=expect_family)
-            _MEMO[key] = loaded
-    _check_family(loaded.display_name, loaded.family, expect_family)
-    return loaded
-
-
-def clear_model_memo() -> None:
-    """Forget memoised models (frees their memory once nothing else holds them)."""
-    with _MEMO_LOCK:
-        _MEMO.clear()

@@ -9,11 +9,13 @@ open_clip's plain-weights copies instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -41,7 +43,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise UserError("checkpoint file not found", path=path)
     if path.is_dir():
-        raise UserError("is a folder; --checkpoint takes a weights file (.pt, .pth, .bin, .safetensors)", path=path)
+        raise UserError("is a folder; the checkpoint must be a weights file (.pt, .pth, .bin, .safetensors)", path=path)
     size = path.stat().st_size
     if size == 0:
         raise UserError("checkpoint file is empty (0 bytes): an interrupted download? fetch it again", path=path)
@@ -83,7 +85,7 @@ def _read_torch(path: Path, head: bytes) -> object:
     if is_zip and _is_torchscript(path):
         raise UserError(
             "is a TorchScript (JIT) archive, like OpenAI's original CLIP downloads; rs-vlm loads only plain "
-            "weights (a TorchScript archive can carry code): use --model openai-vit-b-32 or openai-vit-l-14, "
+            "weights (a TorchScript archive can carry code): use the catalogue models openai-vit-b-32 or openai-vit-l-14, "
             "or save the model's state_dict as .safetensors", path=path)
     if not is_zip and head.startswith(b"PK\x03\x04"):
         raise UserError("is a truncated or corrupt checkpoint (its zip archive is incomplete: an interrupted "
@@ -141,8 +143,32 @@ def _flatten(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Build modules whose parameters live on the meta device: no memory, and their random
+    initialisation is free (it runs on meta). Buffers stay real (causal masks and the like are
+    computed as usual). Load the weights with :func:`load_weights`, which assigns the checkpoint's
+    tensors (memory-mapped where the file allows) instead of copying them into a second full set."""
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module: torch.nn.Module, name: str, param) -> None:
+        register(module, name, param)
+        param = module._parameters.get(name)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
 def load_weights(model: torch.nn.Module, state_dict: dict, *, model_name: str, path: Path) -> None:
-    """Load ``state_dict`` into ``model`` exactly, or raise a UserError naming the mismatched keys."""
+    """Load ``state_dict`` into ``model`` exactly, or raise a UserError naming the mismatched keys.
+
+    A model built under :func:`parameters_on_meta` takes the checkpoint's tensors themselves (no copy;
+    those not in float32 are converted one by one); a real model gets them copied in."""
     state = dict(state_dict)
     expected = model.state_dict()
     for key in [k for k in state if k not in expected and (k in HARMLESS_KEYS or k.endswith(HARMLESS_SUFFIXES))]:
@@ -162,7 +188,18 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, model_name: str, p
     reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or reshaped:
         raise UserError(_mismatch_message(model_name, state, expected, missing, unexpected, reshaped), path=path)
-    model.load_state_dict(state, strict=True)
+    on_meta = any(p.device.type == "meta" for p in model.parameters())
+    if not on_meta:
+        model.load_state_dict(state, strict=True)
+        return
+    for key, value in state.items():  # keep each parameter's dtype (the checkpoint may be fp16)
+        wanted = expected[key].dtype
+        if value.dtype != wanted and value.is_floating_point():
+            state[key] = value.to(wanted)
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if left:  # cannot happen after a strict load; a clear error beats a meta tensor in a forward pass
+        raise UserError(f"{model_name}: no weights for {', '.join(left[:_SHOWN])}", path=path)
 
 
 def _mismatch_message(model_name, state, expected, missing, unexpected, reshaped) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from rs_vlm_app import paths
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.models.catalogue import HubFile, ModelEntry, OpenClipPretrained, UrlFile, UserFile
-from rs_vlm_app.models.download import DownloadError, download_url, extract_member
+from rs_vlm_app.models.download import DownloadError, check_reachable, download_url, extract_member
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def resolve_checkpoint(entry: ModelEntry, *, allow_download: bool | None = None)
         hint = f" ({source.hint})" if source.hint else ""
         raise UserError(
             f"model {entry.name!r} is a file you supply{hint} and it is not in the cache: copy it to {target}, "
-            f"or pass --checkpoint FILE"
+            f"or give that file as the checkpoint"
         )
     if isinstance(source, UrlFile) and source.archive_member:
         archive = cache_folder(entry) / _url_basename(source.url)
@@ -85,11 +85,11 @@ def resolve_checkpoint(entry: ModelEntry, *, allow_download: bool | None = None)
         reason = offline_reason()
         allow_download = reason is None
     else:
-        reason = None if allow_download else "--offline"
+        reason = None if allow_download else "offline"
     if not allow_download:
         raise UserError(
             f"model {entry.name!r} is not in the cache and downloads are off ({reason}): put "
-            f"{_wanted(entry)} from {_where_from(entry)} at {target}, or pass --checkpoint FILE"
+            f"{_wanted(entry)} from {_where_from(entry)} at {target}, or give that file as the checkpoint"
         )
     try:
         return _download(entry, target)
@@ -97,7 +97,7 @@ def resolve_checkpoint(entry: ModelEntry, *, allow_download: bool | None = None)
         problem = " ".join(str(exc).split())[:240]
         raise UserError(
             f"model {entry.name!r} is not in the cache and its download failed ({problem}): put "
-            f"{_wanted(entry)} from {_where_from(entry)} at {target}, or pass --checkpoint FILE"
+            f"{_wanted(entry)} from {_where_from(entry)} at {target}, or give that file as the checkpoint"
         ) from None
 
 
@@ -132,7 +132,7 @@ def _extract(entry: ModelEntry, source: UrlFile, archive: Path, target: Path) ->
     except DownloadError as exc:
         raise UserError(
             f"model {entry.name!r}: {exc}; put {source.filename} from {_where_from(entry)} at {target}, "
-            f"or pass --checkpoint FILE", path=archive
+            f"or give that file as the checkpoint", path=archive
         ) from None
     archive.unlink()
     return target
@@ -212,11 +212,21 @@ def _hf_cached(repo: str, filename: str, revision: str | None) -> Path | None:
 def _hf_download(repo: str, filename: str, revision: str | None) -> Path:
     from huggingface_hub import hf_hub_download
 
-    log.info("downloading %s from https://huggingface.co/%s", filename, repo)
+    endpoint = hub_endpoint()
+    check_reachable(endpoint)  # unreachable: fail now, not after the hub client's retries
+    log.info("downloading %s from %s/%s", filename, endpoint, repo)
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision, cache_dir=_hf_cache_dir()))
+        return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision, cache_dir=_hf_cache_dir(),
+                                    endpoint=endpoint))
     except Exception as exc:  # network, HTTP, offline mode, missing file: all mean "not downloaded"
         raise DownloadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face endpoint downloads use (HF_ENDPOINT, read now, or the hub's default)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def _single_checkpoint_in(folder: Path) -> Path | None:

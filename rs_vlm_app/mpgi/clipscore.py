@@ -27,10 +27,11 @@ class ClipScorer:
     def _load(self):
         if self._encoder is None:
             from rs_vlm_app.models.encoder import ClipEncoder
-            from rs_vlm_app.models.factory import ModelRequest, load_model
+            from rs_vlm_app.models.factory import load_model
+            from rs_vlm_app.models.spec import ModelSpec
 
-            request = ModelRequest(name=self.config.name, checkpoint=self.config.checkpoint, arch=self.config.arch,
-                                   model_config=self.config.model_config)
+            request = ModelSpec(name=self.config.name, checkpoint=self.config.checkpoint, arch=self.config.arch,
+                                model_config=self.config.model_config)
             self._encoder = ClipEncoder(load_model(request, device=self.config.device, expect_family="clip"))
         return self._encoder
 

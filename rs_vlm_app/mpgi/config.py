@@ -113,22 +113,51 @@ BACKEND_TYPES: dict[str, type] = {"openai": OpenAIBackend, "transformers": Trans
 # ------------------------------------------------------------------------------------------- stages
 @dataclass(frozen=True)
 class RelayStage:
-    """The rule facts and the image go to an MLLM, which writes a grounded description."""
+    """The rule facts and the image go to an MLLM, which writes a grounded description.
 
-    backend: str
+    ``chain: [a, b, ...]`` relays it on: model ``a`` writes the first description from the facts and
+    the image, each next model gets the facts, the image and the previous model's description
+    (``chain_prompt``) and improves it. ``backend: a`` is a chain of one.
+    """
+
+    backend: str | None = None
+    chain: tuple[str, ...] = ()
     prompt: str = "relay"
+    chain_prompt: str = "relay_chain"
     max_tokens: int = 300
     temperature: float = 0.2
+
+    def backends(self) -> list[str]:
+        """The backend of each relay step, in order."""
+        return list(self.chain) if self.chain else [self.backend or ""]
+
+
+@dataclass(frozen=True)
+class Perspective:
+    """One perspective prompt and, where set, its own backend and sampling settings."""
+
+    prompt: str
+    backend: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
 class PerspectiveStage:
-    """Further MLLM prompts, each describing the image from one perspective."""
+    """Further MLLM prompts, each describing the image from one perspective, each on its own backend.
 
-    backend: str
-    prompts: tuple[str, ...] = ("scene", "objects", "spatial")
+    In YAML either a mapping (``backend``, ``prompts``, ...) or just the list of perspectives; an item
+    is a prompt name (or file) or ``{prompt, backend, max_tokens, temperature}``. A perspective without
+    a backend uses ``backend`` here, else the relay's (first) backend.
+    """
+
+    backend: str | None = None
+    prompts: tuple[Perspective, ...] = (Perspective("scene"), Perspective("objects"), Perspective("spatial"))
     max_tokens: int = 300
     temperature: float = 0.7
+
+    def backend_of(self, perspective: Perspective, relay: RelayStage) -> str:
+        return perspective.backend or self.backend or relay.backends()[0]
 
 
 @dataclass(frozen=True)
@@ -153,10 +182,16 @@ class IntegrationStage:
     backend: str
     prompt: str = "integration"
     captions: tuple[CaptionSlot, ...] = (
-        CaptionSlot("short", 15), CaptionSlot("medium", 35), CaptionSlot("detailed", 70),
+        CaptionSlot("short", 15, 2), CaptionSlot("medium", 35, 2), CaptionSlot("detailed", 70, 2),
     )
     max_tokens: int | None = None
     temperature: float = 0.7
+    #: base of the per-slot ``seed`` sent where the API takes one (None: send no seed)
+    seed: int | None = 0
+    #: a caption identical to one already written for the image is asked again this many times,
+    #: each time ``retry_temperature_step`` warmer, before it is kept (and the duplicate check drops it)
+    identical_retries: int = 2
+    retry_temperature_step: float = 0.3
 
     def slots(self) -> list[tuple[str, CaptionSlot]]:
         """Every (slot name, its length) pair, in configured order."""
@@ -267,10 +302,15 @@ class BuildConfig:
         return self.output / shard_manifest_name(self.shard)
 
     def stage_backends(self) -> dict[str, str]:
-        """Stage name -> backend name, for the stages that call a model."""
-        out = {"relay": self.relay.backend, "integration": self.integration.backend}
-        if self.perspectives is not None and self.perspectives.prompts:
-            out["perspectives"] = self.perspectives.backend
+        """Where in the config -> backend name, for every step that calls a model."""
+        if self.relay.chain:
+            out = {f"relay.chain[{i}]": name for i, name in enumerate(self.relay.chain)}
+        else:
+            out = {"relay.backend": self.relay.backend or ""}
+        if self.perspectives is not None:
+            for i, p in enumerate(self.perspectives.prompts):
+                out[f"perspectives.prompts[{i}].backend"] = self.perspectives.backend_of(p, self.relay)
+        out["integration.backend"] = self.integration.backend
         return out
 
 

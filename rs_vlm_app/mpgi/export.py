@@ -81,7 +81,7 @@ def export_dataset(target: Path, fmt: str, *, output: Path | None = None, includ
         if fmt == "csv":
             _write_csv(rows, output, summary, relative_to, csv_separator)
         elif fmt == "jsonl":
-            _write_jsonl(rows, output, summary, relative_to, accepted)
+            _write_jsonl(rows, output, summary, relative_to, accepted, manifest.get_meta("stage_models") or {})
         else:
             _write_wds(rows, output, summary, samples_per_shard, wds_layout)
     if summary.unchecked_captions:
@@ -147,7 +147,8 @@ def _write_csv(rows, output: Path, summary: ExportSummary, relative_to: Path | N
                 summary.captions += 1
 
 
-def _write_jsonl(rows, output: Path, summary: ExportSummary, relative_to: Path | None, accepted: set[str]) -> None:
+def _write_jsonl(rows, output: Path, summary: ExportSummary, relative_to: Path | None, accepted: set[str],
+                 writers: dict[str, dict[str, str]]) -> None:
     with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8") as f:
         for row, outputs, captions in rows:
             record = row.record
@@ -171,13 +172,28 @@ def _write_jsonl(rows, output: Path, summary: ExportSummary, relative_to: Path |
                 "metadata": record.metadata,
                 "footprint": record.footprint,
                 "facts": row.facts,
-                "relay": outputs.get(RELAY),
+                "relay": relay_result(outputs),
+                "relay_chain": [outputs[s] for s in relay_stages(outputs)],
                 "perspectives": {s[len(PERSPECTIVE_PREFIX):]: t for s, t in sorted(outputs.items())
                                  if s.startswith(PERSPECTIVE_PREFIX)},
                 "captions": [{"slot": c.slot, "text": c.text, "verdict": c.verdict, "exported": c.verdict in accepted,
                               "reasons": c.reasons, "clip_score": c.clip_score} for c in captions],
+                "written_by": {s: f"{w['backend']} ({w['model']})" for s, w in writers.items()
+                               if s in outputs or s[len(CAPTION_PREFIX):] in {c.slot for c in captions}},
             }
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def relay_stages(outputs: dict[str, str]) -> list[str]:
+    """The relay steps an image has, in chain order: ``relay``, ``relay:2``, ..."""
+    steps = [s for s in outputs if s == RELAY or (s.startswith(RELAY + ":") and s[len(RELAY) + 1:].isdigit())]
+    return sorted(steps, key=lambda s: 1 if s == RELAY else int(s.split(":")[1]))
+
+
+def relay_result(outputs: dict[str, str]) -> str | None:
+    """The relay's description: the last step of its chain."""
+    steps = relay_stages(outputs)
+    return outputs[steps[-1]] if steps else None
 
 
 def _write_wds(rows, output: Path, summary: ExportSummary, per_shard: int, layout: str) -> None:

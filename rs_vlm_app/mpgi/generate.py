@@ -1,10 +1,17 @@
 """Stage 1 and 2 of MpGI over the manifest: relay and perspective descriptions, then final captions.
 
-Images stream through in id order, a bounded number at a time. For each image the relay and
-perspective prompts run concurrently on the MLLM backend(s); when all have an output, one
-integration request per caption slot runs on the LLM backend. Every attempt is written to the
-manifest before the request is sent and updated when it ends; a reply is committed the moment it
-arrives, and a unit with an output is never asked again.
+Images stream through in id order, a bounded number at a time. For each image the relay (chain)
+runs, one model after another, each step handed the previous step's description; perspectives run
+beside it on their own backends, or after it when their prompt uses ``{relay}``. When every
+description exists, integration writes the caption slots: the lengths concurrently, the slots of one
+length one after another, each request told its slot number and the captions already written for
+that length (and carrying its own ``seed``), so a deterministic server still gives distinct
+captions; a caption identical to one the image already has is asked again, warmer, before it is
+kept. Only whole replies become outputs (a reply cut off at the token limit is asked again once
+with twice the tokens, then the unit fails with that reason). Every attempt is written to the
+manifest before the request is sent and updated when it ends; a reply is committed, and flushed to
+disk, as soon as it arrives (replies arriving together share one flush: :class:`GroupCommit`), and a
+unit with an output is never asked again.
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rs_vlm_app.errors import Cancelled, UserError
-from rs_vlm_app.mpgi.backends import ChatBackend, ChatRequest, PermanentError, TransientError
+from rs_vlm_app.mpgi.backends import ChatBackend, ChatRequest, PermanentError, TransientError, TruncatedReply
 from rs_vlm_app.mpgi.config import BuildConfig, source_name
 from rs_vlm_app.mpgi.imagefiles import EncodedImage, ImageReadError, encode, load_rgb
 from rs_vlm_app.mpgi.manifest import CANCELLED, ERROR, ImageRow, Manifest
-from rs_vlm_app.mpgi.plan import CAPTION_PREFIX, PERSPECTIVE_PREFIX, RELAY, Plan, prompt_hash
+from rs_vlm_app.mpgi.plan import CAPTION_PREFIX, Plan, prompt_hash
 from rs_vlm_app.mpgi.prompts import PromptTemplate
 from rs_vlm_app.reporting import Reporter
 
@@ -42,6 +52,7 @@ class _Unit:
     max_tokens: int
     temperature: float
     extra: dict[str, str] = field(default_factory=dict)
+    after_relay: bool = False
 
 
 @dataclass
@@ -64,17 +75,15 @@ class Generator:
         self.backends = backends
         self.reporter = reporter
         self.stats = GenerationStats()
+        self._commits = GroupCommit(manifest)
         self._streak: dict[str, int] = {name: 0 for name in backends}
         self._done: dict[str, int] = {}
         self._totals: dict[str, int] = {}
-        relay_backend = backends[config.relay.backend]
-        self._relay = _Unit(RELAY, plan.relay, relay_backend, config.relay.max_tokens, config.relay.temperature)
-        self._perspectives = []
-        if config.perspectives is not None and plan.perspectives:
-            backend = backends[config.perspectives.backend]
-            for prompt in plan.perspectives:
-                self._perspectives.append(_Unit(PERSPECTIVE_PREFIX + prompt.name, prompt, backend,
-                                                config.perspectives.max_tokens, config.perspectives.temperature))
+        relay = config.relay
+        self._relay = [_Unit(step.stage, step.prompt, backends[step.backend], relay.max_tokens, relay.temperature)
+                       for step in plan.relay_steps]
+        self._perspectives = [_Unit(p.stage, p.prompt, backends[p.backend], p.max_tokens, p.temperature,
+                                    after_relay=p.after_relay) for p in plan.perspective_steps]
         integration = config.integration
         backend = backends[integration.backend]
         self._captions = [
@@ -88,7 +97,7 @@ class Generator:
         sources = [source_name(s) for s in self.config.sources]
         n_images = self.manifest.image_count(sources)
         counts = self.manifest.stage_counts()
-        groups = {"descriptions": [u.stage for u in [self._relay, *self._perspectives]],
+        groups = {"descriptions": [u.stage for u in [*self._relay, *self._perspectives]],
                   "captions": [u.stage for u in self._captions]}
         for group, stages in groups.items():
             self._totals[group] = n_images * len(stages)
@@ -118,7 +127,7 @@ class Generator:
 
     def _pending(self, sources: list[str]):
         """(image, its outputs so far) for every image with a unit left to do, a page at a time."""
-        needed = [u.stage for u in [self._relay, *self._perspectives, *self._captions]]
+        needed = [u.stage for u in [*self._relay, *self._perspectives, *self._captions]]
         page: list[ImageRow] = []
         for row in self.manifest.iter_images(sources, page=PAGE):
             page.append(row)
@@ -154,7 +163,7 @@ class Generator:
     # ------------------------------------------------------------------------------- one image
     async def _image(self, row: ImageRow, outputs: dict[str, str]) -> None:
         values = prompt_values(row)
-        todo = [u for u in [self._relay, *self._perspectives] if u.stage not in outputs]
+        todo = [u for u in [*self._relay, *self._perspectives] if u.stage not in outputs]
         if todo:
             image = None
             if any(u.prompt.image for u in todo):
@@ -164,21 +173,69 @@ class Generator:
                     for unit in todo:
                         self._record_unusable(row, unit, f"unreadable image: {exc}")
                     return
-            results = await gather_all(self._unit(row, u, values, image) for u in todo)
-            for unit, text in zip(todo, results, strict=True):
-                if text is not None:
-                    outputs[unit.stage] = text
-            if any(text is None for text in results):
+            beside = [u for u in self._perspectives if not u.after_relay and u.stage not in outputs]
+            await gather_all([self._relay_chain(row, outputs, values, image),
+                              *(self._describe(row, u, values, image, outputs) for u in beside)])
+            final = self._relay[-1].stage
+            after = [u for u in self._perspectives if u.after_relay and u.stage not in outputs]
+            if after and final in outputs:
+                relay_values = {**values, "relay": outputs[final]}
+                await gather_all(self._describe(row, u, relay_values, image, outputs) for u in after)
+            if any(u.stage not in outputs for u in [*self._relay, *self._perspectives]):
                 return  # integration waits until every description exists
-        todo = [u for u in self._captions if u.stage not in outputs]
-        if not todo:
+        if all(u.stage in outputs for u in self._captions):
             return
         descriptions = self.describe(outputs)
-        await gather_all(self._unit(row, u, {**values, "descriptions": descriptions, **u.extra}, None) for u in todo)
+        lengths: dict[str, list[_Unit]] = {}
+        for unit in self._captions:
+            lengths.setdefault(unit.extra["length_name"], []).append(unit)
+        await gather_all(self._length(row, units, {**values, "descriptions": descriptions}, outputs)
+                         for units in lengths.values())
+
+    async def _relay_chain(self, row: ImageRow, outputs: dict[str, str], values: dict[str, str],
+                           image: EncodedImage | None) -> None:
+        """The relay steps in order, each given the previous step's description."""
+        for i, unit in enumerate(self._relay):
+            if unit.stage in outputs:
+                continue
+            step_values = values if i == 0 else {**values, "previous": outputs[self._relay[i - 1].stage]}
+            if not await self._describe(row, unit, step_values, image, outputs):
+                return
+
+    async def _describe(self, row: ImageRow, unit: _Unit, values: dict[str, str], image: EncodedImage | None,
+                        outputs: dict[str, str]) -> bool:
+        text = await self._unit(row, unit, values, image)
+        if text is not None:
+            outputs[unit.stage] = text
+        return text is not None
+
+    async def _length(self, row: ImageRow, units: list[_Unit], values: dict[str, str],
+                      outputs: dict[str, str]) -> None:
+        """The slots of one caption length, one after another, each told the captions written before it."""
+        integration = self.config.integration
+        for index, unit in enumerate(units, start=1):
+            if unit.stage in outputs:
+                continue
+            written = [outputs[u.stage] for u in units if u.stage in outputs]
+            slot_values = {**values, **unit.extra, "slot_index": str(index), "slot_count": str(len(units)),
+                           "written": written_text(written)}
+            suffix = "" if "written" in unit.prompt.placeholders else written_text(written)
+            if len(units) > 1 and "slot_index" not in unit.prompt.placeholders:
+                suffix = f"This is caption {index} of {len(units)} of this length.\n{suffix}".strip()
+            seed = None if integration.seed is None else slot_seed(integration.seed, row.key, unit.stage)
+
+            def clash(text: str, me: str = unit.stage) -> str | None:
+                norm = normalise(text)
+                return next((stage for stage, other in outputs.items() if stage.startswith(CAPTION_PREFIX)
+                             and stage != me and normalise(other) == norm), None)
+
+            text = await self._unit(row, unit, slot_values, None, seed=seed, suffix=suffix, clash=clash)
+            if text is not None:
+                outputs[unit.stage] = text
 
     def describe(self, outputs: dict[str, str]) -> str:
-        """The descriptions integration merges, each under a heading."""
-        parts = [f"Grounded description:\n{outputs[RELAY]}"]
+        """The descriptions integration merges, each under a heading: the relay's result, then each perspective."""
+        parts = [f"Grounded description:\n{outputs[self._relay[-1].stage]}"]
         for unit in self._perspectives:
             title = unit.prompt.description.rstrip(".") or unit.prompt.name
             parts.append(f"Perspective '{unit.prompt.name}' ({title}):\n{outputs[unit.stage]}")
@@ -196,45 +253,79 @@ class Generator:
         self.stats.failed_units += 1
         log.warning("%s: %s", row.key, error)
 
-    async def _unit(self, row: ImageRow, unit: _Unit, values: dict[str, str], image: EncodedImage | None) -> str | None:
-        """Ask for one unit, retrying transient failures; its text, or None once it has failed."""
+    async def _unit(self, row: ImageRow, unit: _Unit, values: dict[str, str], image: EncodedImage | None, *,
+                    seed: int | None = None, suffix: str = "",
+                    clash: Callable[[str], str | None] | None = None) -> str | None:
+        """Ask for one unit, retrying transient failures; its text, or None once it has failed.
+
+        A truncated reply is asked again once with twice the tokens; a reply ``clash`` finds identical
+        to another output is asked again (``identical_retries`` times, each warmer) before it is kept.
+        """
         system, user = unit.prompt.render(values)
+        if suffix:
+            user = f"{user.rstrip()}\n\n{suffix}"
         send_image = image if unit.prompt.image else None
-        request = ChatRequest(system, user, send_image, unit.max_tokens, unit.temperature)
         backend = unit.backend
-        digest = prompt_hash(backend.model, system, user, row.key if send_image else None, unit.max_tokens,
-                             unit.temperature)
-        for attempt in range(backend.retries + 1):
-            attempt_id, _ = self.manifest.begin_attempt(row.id, unit.stage, run_id=self.run_id, backend=backend.name,
-                                                        model=backend.model, prompt_hash=digest)
+        integration = self.config.integration
+        max_tokens, temperature = unit.max_tokens, unit.temperature
+        transient = identical = 0
+        extended = False
+        while True:
+            request = ChatRequest(system, user, send_image, max_tokens, temperature, seed)
+            digest = prompt_hash(backend.model, system, user, row.key if send_image else None, max_tokens,
+                                 temperature)
+            attempt_id, number = self.manifest.begin_attempt(row.id, unit.stage, run_id=self.run_id,
+                                                             backend=backend.name, model=backend.model,
+                                                             prompt_hash=digest)
             self.stats.requests += 1
             try:
                 reply = await backend.complete(request)
+            except TruncatedReply as exc:
+                self.manifest.fail_attempt(attempt_id, ERROR, f"{exc} ({max_tokens} tokens)", exc.seconds)
+                self._streak[backend.name] = 0
+                if not extended:
+                    extended = True
+                    max_tokens *= 2
+                    self.stats.retried += 1
+                    continue
+                self._give_up(row, unit, f"{exc} (also with {max_tokens} tokens)", number)
+                return None
             except TransientError as exc:
                 self.manifest.fail_attempt(attempt_id, ERROR, str(exc), exc.seconds)
                 self._note_unreachable(backend, exc.unreachable)
-                if attempt < backend.retries:
+                if transient < backend.retries:
                     self.stats.retried += 1
-                    await asyncio.sleep(backoff_delay(attempt, backend.backoff_s, backend.backoff_max_s, exc.retry_after))
+                    await asyncio.sleep(backoff_delay(transient, backend.backoff_s, backend.backoff_max_s,
+                                                      exc.retry_after))
+                    transient += 1
                     continue
-                self._give_up(row, unit, str(exc), attempt + 1)
+                self._give_up(row, unit, str(exc), number)
                 return None
             except PermanentError as exc:
                 self.manifest.fail_attempt(attempt_id, ERROR, str(exc), exc.seconds)
-                self._give_up(row, unit, str(exc), attempt + 1)
+                self._streak[backend.name] = 0
+                self._give_up(row, unit, str(exc), number)
                 return None
             except asyncio.CancelledError:
                 self.manifest.fail_attempt(attempt_id, CANCELLED, "the build was cancelled")
                 raise
             text = reply.text
-            self.manifest.succeed_attempt(attempt_id, row.id, unit.stage, text, reply.seconds)
             self._streak[backend.name] = 0
+            same = clash(text) if clash is not None else None
+            if same is not None and identical < integration.identical_retries:
+                identical += 1
+                self.manifest.fail_attempt(attempt_id, ERROR, f"identical to {same}; asked again warmer",
+                                           reply.seconds, output=text)
+                temperature = round(temperature + integration.retry_temperature_step, 3)
+                seed = None if seed is None else seed + 7919
+                self.stats.retried += 1
+                continue
+            await self._commits.succeed(attempt_id, row.id, unit.stage, text, reply.seconds)
             self.stats.succeeded += 1
             group = "captions" if unit.stage.startswith(CAPTION_PREFIX) else "descriptions"
             self._done[group] += 1
             self.reporter.progress(group, self._done[group], self._totals[group])
             return text
-        return None
 
     def _give_up(self, row: ImageRow, unit: _Unit, error: str, attempts: int) -> None:
         self.stats.failed_units += 1
@@ -248,6 +339,45 @@ class Generator:
         if self._streak[backend.name] >= max(10, UNREACHABLE_STREAK_PER_SLOT * backend.concurrency):
             raise EndpointDown(f"backend {backend.name!r}: {backend.describe()} stopped accepting connections; "
                                "finished work is kept: start the server and run the same command again")
+
+
+class GroupCommit:
+    """Accepted replies, committed to the manifest and flushed to disk in groups.
+
+    ``await succeed(...)`` returns once the reply is on disk. Replies that arrive while a flush runs
+    (or in the same turn of the event loop) share the next one, so a slow disk costs one flush per
+    group rather than one per reply.
+    """
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self._pending: list[tuple[tuple[int, int, str, str, float], asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def succeed(self, attempt_id: int, image_id: int, stage: str, text: str, latency_s: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(((attempt_id, image_id, stage, text, latency_s), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let replies that arrived together join the group
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                self.manifest.succeed_attempts([reply for reply, _ in group])
+            except BaseException as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, future in group:
+                if not future.done():
+                    future.set_result(None)
+            await asyncio.sleep(0)
 
 
 async def gather_all(coroutines) -> list:
@@ -268,6 +398,28 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, retry_after: float 
     if retry_after is not None:
         delay = max(delay, min(retry_after, 10 * max_s))
     return delay
+
+
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def normalise(text: str) -> str:
+    """Text compared for identity: lower case, words only."""
+    return _NOT_WORD.sub(" ", text.lower()).strip()
+
+
+def written_text(captions: list[str]) -> str:
+    """The ``{written}`` placeholder: captions of this length so far, and the instruction to differ."""
+    if not captions:
+        return ""
+    lines = "\n".join(f"- {c}" for c in captions)
+    return ("Captions of this length already written for this image:\n" + lines + "\n"
+            "Write a different one: other wording, another sentence structure, and lead with other details.")
+
+
+def slot_seed(base: int, image_key: str, stage: str) -> int:
+    """A seed of its own for each image and caption slot (stable across runs)."""
+    return (base + zlib.crc32(f"{image_key}\x00{stage}".encode())) % (2**31 - 1)
 
 
 def prompt_values(row: ImageRow) -> dict[str, str]:

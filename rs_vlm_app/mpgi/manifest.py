@@ -1,7 +1,10 @@
 """The SQLite manifest of a dataset build: every image x stage x attempt, and the accepted outputs.
 
 One file per build (``manifest.sqlite``, or one per shard). Each model reply is committed the moment
-it arrives (WAL journal), so a build killed at any instant loses no finished work, and ``outputs``
+it arrives (WAL journal), and an accepted output is on disk (fsynced) before the build counts it:
+:meth:`Manifest.succeed_attempts` commits a group of replies with ``synchronous = FULL``, which also
+flushes every earlier commit, while bookkeeping (attempts starting or failing) commits without a
+flush of its own. So a build killed at any instant, or a power cut, loses no finished work, and ``outputs``
 has at most one row per image and stage: a finished unit is never generated again.
 
 Tables
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rs_vlm_app.atomic import fsync_dir
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.mpgi.records import Box, ImageRecord
 
@@ -82,6 +86,7 @@ class Manifest:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise UserError("no dataset manifest here; run `rsvlm dataset build CONFIG.yaml` first", path=self.path)
+        new = create and not self.path.exists()
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
@@ -92,6 +97,8 @@ class Manifest:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 self.db.executescript(_SCHEMA)
+                if new:
+                    fsync_dir(self.path.parent)  # the new file's name, too, survives a power cut
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"not a readable dataset manifest ({exc})", path=self.path) from None
@@ -227,12 +234,23 @@ class Manifest:
                         (status, error, output, time.time(), latency_s, attempt_id))
 
     def succeed_attempt(self, attempt_id: int, image_id: int, stage: str, text: str, latency_s: float) -> None:
-        """Record the reply and accept it as the unit's output, in one transaction."""
-        with self.transaction():
-            self.db.execute("UPDATE attempts SET status = ?, output = ?, finished_at = ?, latency_s = ? WHERE id = ?",
-                            (OK, text, time.time(), latency_s, attempt_id))
-            self.db.execute("INSERT INTO outputs (image_id, stage, attempt_id, text) VALUES (?, ?, ?, ?)",
-                            (image_id, stage, attempt_id, text))
+        """Record the reply and accept it as the unit's output, in one transaction on disk when this returns."""
+        self.succeed_attempts([(attempt_id, image_id, stage, text, latency_s)])
+
+    def succeed_attempts(self, replies: list[tuple[int, int, str, str, float]]) -> None:
+        """Accept several replies, (attempt id, image id, stage, text, latency), in one transaction that
+        is on disk when this returns (and with it every earlier commit)."""
+        self.db.execute("PRAGMA synchronous = FULL")
+        try:
+            with self.transaction():
+                now = time.time()
+                for attempt_id, image_id, stage, text, latency_s in replies:
+                    self.db.execute("UPDATE attempts SET status = ?, output = ?, finished_at = ?, latency_s = ? "
+                                    "WHERE id = ?", (OK, text, now, latency_s, attempt_id))
+                    self.db.execute("INSERT INTO outputs (image_id, stage, attempt_id, text) VALUES (?, ?, ?, ?)",
+                                    (image_id, stage, attempt_id, text))
+        finally:
+            self.db.execute("PRAGMA synchronous = NORMAL")
 
     def outputs_for(self, image_ids: Iterable[int]) -> dict[int, dict[str, str]]:
         """The accepted outputs of some images: {image id: {stage: text}}."""
@@ -262,11 +280,6 @@ class Manifest:
             status, error = self.db.execute("SELECT status, error FROM attempts WHERE id = ?", (last_id,)).fetchone()
             out.append({"image": key, "stage": stage, "attempts": tries, "status": status, "error": error})
         return out
-
-    def failed_unit_count(self) -> int:
-        return int(self.db.execute(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM attempts a LEFT JOIN outputs o ON o.image_id = a.image_id "
-            "AND o.stage = a.stage WHERE o.image_id IS NULL GROUP BY a.image_id, a.stage)").fetchone()[0])
 
     def attempt_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM attempts WHERE stage != 'rules' GROUP BY status"))

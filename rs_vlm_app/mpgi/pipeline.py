@@ -134,15 +134,13 @@ def complete_images(manifest: Manifest, plan: Plan) -> int:
 
 
 def _check_image_support(config: BuildConfig, plan: Plan, backends: dict[str, ChatBackend]) -> None:
-    uses = [("relay", config.relay.backend, [plan.relay])]
-    if config.perspectives is not None and plan.perspectives:
-        uses.append(("perspectives", config.perspectives.backend, list(plan.perspectives)))
-    uses.append(("integration", config.integration.backend, [plan.integration]))
-    for stage, name, prompts in uses:
+    uses = [(step.stage, step.backend, step.prompt) for step in plan.relay_steps]
+    uses += [(step.stage, step.backend, step.prompt) for step in plan.perspective_steps]
+    uses.append(("integration", config.integration.backend, plan.integration))
+    for stage, name, prompt in uses:
         backend = backends[name]
-        needs_image = [p for p in prompts if p.image]
-        if needs_image and backend.accepts_images is False:
-            raise UserError(f"{stage}: prompt {needs_image[0].path} sends the image, but backend {name!r} "
+        if prompt.image and backend.accepts_images is False:
+            raise UserError(f"{stage}: prompt {prompt.path} sends the image, but backend {name!r} "
                             f"({backend.describe()}) is a text-only model; use an image-text model for this stage")
 
 
@@ -178,7 +176,14 @@ def _remember_config(manifest: Manifest, config: BuildConfig, plan: Plan) -> Non
     manifest.set_meta("config", config.to_dict())
     manifest.set_meta("prompt_digests", plan.digests())
     manifest.set_meta("stages", plan.stages)
+    writers = {**plan.stage_backends(), **{stage: config.integration.backend for stage in plan.caption_stages}}
+    manifest.set_meta("stage_models", {stage: {"backend": name, "model": _model_name(config.backends[name])}
+                                       for stage, name in writers.items()})
     manifest.set_meta("slots", {name: {"words": slot.words, "length": slot.name} for name, slot in plan.slots})
+
+
+def _model_name(backend) -> str:
+    return str(backend.model)
 
 
 @contextlib.contextmanager

@@ -15,17 +15,63 @@ PERSPECTIVE_PREFIX = "perspective:"
 CAPTION_PREFIX = "caption:"
 
 
+def relay_stage(step: int) -> str:
+    """The manifest stage of relay step ``step`` (0-based): ``relay``, then ``relay:2``, ``relay:3``..."""
+    return RELAY if step == 0 else f"{RELAY}:{step + 1}"
+
+
+@dataclass(frozen=True)
+class RelayStep:
+    """One model of the relay (chain): its stage, prompt and backend."""
+
+    stage: str
+    prompt: PromptTemplate
+    backend: str
+
+
+@dataclass(frozen=True)
+class PerspectiveStep:
+    """One perspective: its prompt, backend and sampling settings; ``after_relay`` when it uses {relay}."""
+
+    prompt: PromptTemplate
+    backend: str
+    max_tokens: int
+    temperature: float
+
+    @property
+    def stage(self) -> str:
+        return PERSPECTIVE_PREFIX + self.prompt.name
+
+    @property
+    def after_relay(self) -> bool:
+        return "relay" in self.prompt.placeholders
+
+
 @dataclass(frozen=True)
 class Plan:
-    relay: PromptTemplate
-    perspectives: tuple[PromptTemplate, ...]
+    relay_steps: tuple[RelayStep, ...]
+    perspective_steps: tuple[PerspectiveStep, ...]
     integration: PromptTemplate
     slots: tuple[tuple[str, CaptionSlot], ...]
 
     @property
+    def relay(self) -> PromptTemplate:
+        """The first relay prompt."""
+        return self.relay_steps[0].prompt
+
+    @property
+    def relay_final(self) -> str:
+        """The stage whose text is the relay's result (the last step of the chain)."""
+        return self.relay_steps[-1].stage
+
+    @property
+    def perspectives(self) -> tuple[PromptTemplate, ...]:
+        return tuple(p.prompt for p in self.perspective_steps)
+
+    @property
     def description_stages(self) -> list[str]:
-        """Stages whose outputs integration merges: relay, then each perspective."""
-        return [RELAY] + [PERSPECTIVE_PREFIX + p.name for p in self.perspectives]
+        """Stages before integration: the relay steps, then each perspective."""
+        return [r.stage for r in self.relay_steps] + [p.stage for p in self.perspective_steps]
 
     @property
     def caption_stages(self) -> list[str]:
@@ -35,10 +81,16 @@ class Plan:
     def stages(self) -> list[str]:
         return self.description_stages + self.caption_stages
 
+    def stage_backends(self) -> dict[str, str]:
+        """Stage -> the backend that writes it."""
+        out = {r.stage: r.backend for r in self.relay_steps}
+        out.update({p.stage: p.backend for p in self.perspective_steps})
+        return out
+
     def digests(self) -> dict[str, str]:
         """Stage -> hash of its prompt (and, for captions, its target length)."""
-        out = {RELAY: self.relay.digest}
-        out.update({PERSPECTIVE_PREFIX + p.name: p.digest for p in self.perspectives})
+        out = {r.stage: r.prompt.digest for r in self.relay_steps}
+        out.update({p.stage: p.prompt.digest for p in self.perspective_steps})
         for name, slot in self.slots:
             out[CAPTION_PREFIX + name] = _hash(f"{self.integration.digest}:{slot.words}")
         return out
@@ -46,19 +98,34 @@ class Plan:
 
 def load_plan(config: BuildConfig) -> Plan:
     """Load and check every prompt the config names; the first mistake is a one-line UserError."""
-    relay = load_prompt(resolve_prompt(config.relay.prompt, "relay", config.prompts_dir), "relay")
+    relay_cfg = config.relay
+    first = load_prompt(resolve_prompt(relay_cfg.prompt, "relay", config.prompts_dir), "relay")
+    if "previous" in first.placeholders:
+        raise UserError("the first relay prompt has no previous description: remove {previous}", path=first.path)
+    steps = [RelayStep(relay_stage(0), first, relay_cfg.backends()[0])]
+    if len(relay_cfg.backends()) > 1:
+        chained = load_prompt(resolve_prompt(relay_cfg.chain_prompt, "relay", config.prompts_dir), "relay")
+        if "previous" not in chained.placeholders:
+            raise UserError("a relay chain prompt must use the placeholder {previous} (the previous model's "
+                            "description); add it to 'user' and to 'placeholders'", path=chained.path)
+        steps += [RelayStep(relay_stage(i), chained, name) for i, name in enumerate(relay_cfg.backends()[1:], 1)]
     perspectives = []
     if config.perspectives is not None:
-        for ref in config.perspectives.prompts:
-            perspectives.append(load_prompt(resolve_prompt(ref, "perspective", config.prompts_dir),
-                                            "perspective"))
-    names = [p.name for p in perspectives]
+        stage = config.perspectives
+        for item in stage.prompts:
+            prompt = load_prompt(resolve_prompt(item.prompt, "perspective", config.prompts_dir), "perspective")
+            perspectives.append(PerspectiveStep(
+                prompt, stage.backend_of(item, relay_cfg),
+                item.max_tokens if item.max_tokens is not None else stage.max_tokens,
+                item.temperature if item.temperature is not None else stage.temperature))
+    names = [p.prompt.name for p in perspectives]
     for p in perspectives:
-        if names.count(p.name) > 1:
-            raise UserError(f"two perspective prompts are named {p.name!r}; give each a distinct 'name'", path=p.path)
+        if names.count(p.prompt.name) > 1:
+            raise UserError(f"two perspective prompts are named {p.prompt.name!r}; give each a distinct 'name'",
+                            path=p.prompt.path)
     integration = load_prompt(resolve_prompt(config.integration.prompt, "integration", config.prompts_dir),
                               "integration")
-    return Plan(relay, tuple(perspectives), integration, tuple(config.integration.slots()))
+    return Plan(tuple(steps), tuple(perspectives), integration, tuple(config.integration.slots()))
 
 
 def _hash(text: str) -> str:

@@ -36,13 +36,16 @@ _COMMON = {
 }
 #: placeholders each kind of prompt may use
 AVAILABLE: dict[str, dict[str, str]] = {
-    "relay": dict(_COMMON),
-    "perspective": dict(_COMMON),
+    "relay": {**_COMMON, "previous": "the previous model's description (the steps of a relay chain after the first)"},
+    "perspective": {**_COMMON, "relay": "the relay's grounded description (the perspective then runs after the relay)"},
     "integration": {
         **_COMMON,
         "descriptions": "the relay and perspective descriptions, each under its name",
         "length_name": "the caption length's name (short, medium, ...)",
         "length_words": "the caption's target length in words",
+        "slot_index": "which caption of this length this is (1, 2, ...)",
+        "slot_count": "how many captions of this length each image gets",
+        "written": "the captions of this length already written for the image, with an instruction to differ",
     },
 }
 #: placeholders each kind of prompt must use
@@ -157,3 +160,22 @@ def load_prompt(path: Path, kind: str) -> PromptTemplate:
         raise UserError("'image' must be true or false", path=path)
     name = str(data.get("name") or path.stem)
     return PromptTemplate(name, kind, path, system, user, image, declared, str(data.get("description") or ""))
+
+
+def list_prompts(kind: str, prompts_dir: Path | None = None) -> list[tuple[str, str, Path]]:
+    """(name, description, file) of the ``kind`` prompts of a prompt set (default: the shipped one),
+    by file name; for choosing prompts in a form. A file that is not a readable mapping is left out
+    (the build's own check names its problem)."""
+    import yaml
+
+    folder = prompts_dir or builtin_prompts_dir()
+    folder = folder / "perspectives" if kind == "perspective" else folder
+    found = []
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("kind", kind) == kind:
+            found.append((path.stem, str(data.get("description") or ""), path))
+    return found

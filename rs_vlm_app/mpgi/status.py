@@ -36,13 +36,18 @@ def manifest_status(path: Path, *, limit: int | None = 20) -> dict[str, Any]:
         done = manifest.stage_counts()
         failures = [f for f in manifest.failed_units() if f["status"] == ERROR]
         failed_per_stage: dict[str, int] = {}
+        failure_reasons: dict[str, int] = {}
         for f in failures:
             failed_per_stage[f["stage"]] = failed_per_stage.get(f["stage"], 0) + 1
+            reason = failure_reason(f["error"])
+            failure_reasons[reason] = failure_reasons.get(reason, 0) + 1
+        writers = manifest.get_meta("stage_models") or {}
         stage_rows = []
         for stage in ["rules", *stages]:
             d = done.get(stage, 0)
             failed = failed_per_stage.get(stage, 0)
-            stage_rows.append({"stage": stage, "done": d, "failed": failed, "pending": max(0, n_images - d - failed)})
+            stage_rows.append({"stage": stage, "done": d, "failed": failed, "pending": max(0, n_images - d - failed),
+                               "written_by": writers.get(stage)})
         verdicts = dict(db.execute("SELECT COALESCE(verdict, 'unchecked'), COUNT(*) FROM outputs "
                                    "WHERE stage LIKE 'caption:%' GROUP BY 1").fetchall())
         reasons = dict(db.execute(
@@ -65,8 +70,14 @@ def manifest_status(path: Path, *, limit: int | None = 20) -> dict[str, Any]:
             "input_warnings": sum(1 for i in issues if i["severity"] == "warning"),
             "issues": issues if limit is None else issues[:limit],
             "failed_units": len(failures),
+            "failure_reasons": failure_reasons,
             "failures": failures if limit is None else failures[:limit],
         }
+
+
+def failure_reason(error: str | None) -> str:
+    """A failed unit's reason in a word or two: the error's text before its first colon."""
+    return (error or "unknown").split(":", 1)[0].strip() or "unknown"
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -86,7 +97,9 @@ def _format_one(s: dict[str, Any]) -> str:
     width = max([len(r["stage"]) for r in s["stages"]] + [5])
     lines.append(f"  {'stage':<{width}}  {'done':>8}  {'failed':>8}  {'pending':>8}")
     for r in s["stages"]:
-        lines.append(f"  {r['stage']:<{width}}  {r['done']:>8}  {r['failed']:>8}  {r['pending']:>8}")
+        writer = r.get("written_by")
+        by = f"  {writer['backend']} ({writer['model']})" if writer else ""
+        lines.append(f"  {r['stage']:<{width}}  {r['done']:>8}  {r['failed']:>8}  {r['pending']:>8}{by}")
     captions = s["captions"]
     if captions:
         parts = [f"{captions.get(v, 0)} {v}" for v in ("keep", "flag", "drop", "unchecked") if captions.get(v)]
@@ -105,6 +118,7 @@ def _format_one(s: dict[str, Any]) -> str:
     if s["failures"]:
         more = s["failed_units"] - len(s["failures"])
         lines.append(f"failed ({s['failed_units']}, retried on the next build):")
+        lines.append("  by reason: " + ", ".join(f"{k} {n}" for k, n in sorted(s["failure_reasons"].items())))
         for f in s["failures"]:
             lines.append(f"  {f['image']} {f['stage']}: {f['error']} ({f['attempts']} attempts)")
         if more > 0:

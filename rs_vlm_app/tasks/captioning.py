@@ -10,68 +10,27 @@ encoded once each.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.geo.grid import GridSpec, build_windows
-from rs_vlm_app.geo.raster import open_raster
+from rs_vlm_app.geo.aoi import read_aoi
+from rs_vlm_app.geo.grid import build_windows
+from rs_vlm_app.geo.raster import RasterSource
 from rs_vlm_app.geo.writers import VectorLayer, window_polygons, write_gpkg
-from rs_vlm_app.models.coca_decoder import DecodingOptions
+from rs_vlm_app.models.tile_encoder import TileCaptioner, TileEncoder
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
 from rs_vlm_app.tasks.caption_store import CaptionStore, captions_cache_dir
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, cache_key
-from rs_vlm_app.tasks.options import check_bands, check_fraction, parse_grid
-from rs_vlm_app.tasks.scene_encoding import TilePreprocessing
+from rs_vlm_app.tasks.inputs import scene_source
+from rs_vlm_app.tasks.options import CaptionOptions
+from rs_vlm_app.tasks.outputs import check_vector_output
+from rs_vlm_app.tasks.scene_encoding import fast_preprocessing
 
 LAYER = "captions"
 DEFAULT_GRID = "256"
-
-
-@dataclass(frozen=True)
-class CaptionOptions:
-    """How `caption_scene` tiles the raster and decodes captions (plain data: JSON-serialisable)."""
-
-    grid: str = DEFAULT_GRID           # GridSpec text: "256", "256,512@0.25", "selo", ...
-    decoding: str = "beam"             # "greedy" or "beam"
-    beams: int = 3
-    max_len: int = 30                  # caption tokens
-    min_len: int = 1
-    length_penalty: float = 1.0
-    bands: tuple[int, ...] | None = None
-    min_valid: float = 0.5             # tiles with less valid (non-nodata) area are not captioned
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "grid", parse_grid(self.grid).key())
-        object.__setattr__(self, "bands", check_bands(self.bands))
-        check_fraction("min_valid", self.min_valid)
-        self.decoding_options  # noqa: B018 - validates the decoding fields
-
-    @property
-    def grid_spec(self) -> GridSpec:
-        return parse_grid(self.grid)
-
-    @property
-    def decoding_options(self) -> DecodingOptions:
-        return DecodingOptions(self.decoding, beams=self.beams, max_len=self.max_len, min_len=self.min_len,
-                               length_penalty=self.length_penalty)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["bands"] = list(self.bands) if self.bands else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CaptionOptions:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"unknown caption option(s): {', '.join(sorted(unknown))}")
-        data = dict(data)
-        if data.get("bands") is not None:
-            data["bands"] = tuple(data["bands"])
-        return cls(**data)
 
 
 @dataclass
@@ -88,36 +47,17 @@ class CaptionResult:
     options: dict = field(default_factory=dict)
 
 
-def fast_preprocessing(encoder) -> TilePreprocessing:
-    """The default ("fast") tile preprocessing of the scene encoding, as `rsvlm localize` uses it, so
-    every command shares one embedding cache entry per scene x model x grid."""
-    from rs_vlm_app.models.preprocess import fast_tile_transform
-
-    return TilePreprocessing("fast", fast_tile_transform(encoder.image_size))
-
-
-def check_output_file(out: Path, suffix: str = ".gpkg") -> None:
-    """The output must be a ``suffix`` file in a folder we can write (checked before any model work)."""
-    from rs_vlm_app.tasks.localize import check_output_dir
-
-    out = Path(out)
-    if out.suffix.lower() != suffix:
-        raise UserError(f"the output must be a {suffix} file", path=out)
-    if out.is_dir():
-        raise UserError(f"is a folder; give a {suffix} file name", path=out)
-    check_output_dir(out.parent if str(out.parent) else Path("."))
-
-
 def caption_scene(
-    scene: Path,
+    scene: Path | RasterSource,
     out: Path,
-    captioner,
+    captioner: TileCaptioner,
     options: CaptionOptions | None = None,
     *,
-    clip=None,
+    clip: TileEncoder | None = None,
     reporter: Reporter | None = None,
     cache: EmbeddingCache | None = None,
     store_dir: Path | None = None,
+    checked: bool = False,
 ) -> CaptionResult:
     """Caption every tile of ``scene`` on the options' grid and write the layer to ``out`` (.gpkg).
 
@@ -125,17 +65,24 @@ def caption_scene(
     rs_vlm_app.models.encoder.ClipEncoder that scores each caption against its tile. Finished captions
     are checkpointed: a killed or cancelled run, started again with the same arguments, continues
     where it stopped (``store_dir``: where the checkpoints live, default <rs-vlm cache>/captions).
+    ``scene``: a raster file or a RasterSource opened with the options' bands (left open);
+    ``checked``: the caller (a JobSpec's check) already validated ``out``.
     """
     from rs_vlm_app.models.preprocess import fast_tile_transform
 
     options = options or CaptionOptions()
     reporter = reporter or NullReporter()
     out = Path(out)
-    check_output_file(out)
+    if not checked:
+        check_vector_output(out)
     started = time.monotonic()
     decoding = options.decoding_options
-    with open_raster(scene, bands=options.bands) as source:
+    area = read_aoi(options.aoi) if options.aoi else None
+    with scene_source(scene, options.bands) as source:
+        scene = Path(source.path)
         windows = build_windows(options.grid_spec, source.height, source.width, path=scene)
+        if area is not None:  # only the tiles overlapping the area of interest are read and captioned
+            windows = area.select_windows(windows, source.transform, source.crs, scene=scene)
         key = cache_key(scene=source.fingerprint(), model=captioner.fingerprint,
                         preprocess=captioner.preprocess_key(), windows=windows, min_valid=options.min_valid,
                         decoding=decoding.key())
@@ -150,7 +97,7 @@ def caption_scene(
             stored = store.captions()
         if not len(stored.windows):
             raise UserError("every tile is (mostly) nodata or masked; nothing to caption", path=scene)
-        scores = _clip_scores(source, options, clip, stored, reporter, cache) if clip is not None else None
+        scores = _clip_scores(source, options, clip, stored, reporter, cache, area) if clip is not None else None
         layer = _layer(source.transform, windows, stored, scores)
         reporter.progress("write layer", 0, 1)
         write_gpkg(out, [layer], crs=source.crs)
@@ -163,14 +110,15 @@ def caption_scene(
 
 
 def _caption_remaining(source, windows, captioner, decoding, store, options, transform, reporter) -> int:
-    from rs_vlm_app.geo.blocks import BlockReader
+    from rs_vlm_app.geo.blocks import BlockReader, feed_prefetch, feed_workers
 
     start = store.next_start
     total = len(windows)
     if start:
         reporter.log(f"resuming captioning at tile {start} of {total} ({len(store)} captions kept)")
     reader = BlockReader(source, windows, batch_size=captioner.batch_size, tile_transform=transform,
-                         min_valid=options.min_valid, start=start, order="rows", reporter=reporter)
+                         min_valid=options.min_valid, start=start, order="rows", reporter=reporter,
+                         workers=feed_workers(captioner.device), prefetch=feed_prefetch(captioner.device))
     decoded, reported = 0, start
     reporter.progress("caption tiles", start, total)
     for batch in reader:
@@ -186,12 +134,12 @@ def _caption_remaining(source, windows, captioner, decoding, store, options, tra
     return decoded
 
 
-def _clip_scores(source, options, clip, stored, reporter, cache) -> np.ndarray:
+def _clip_scores(source, options, clip, stored, reporter, cache, area=None) -> np.ndarray:
     """Cosine between each captioned tile's CLIP embedding and its caption's CLIP text embedding."""
     from rs_vlm_app.tasks.scene_encoding import encode_scene
 
     embeddings, _ = encode_scene(source, options.grid_spec, clip, fast_preprocessing(clip),
-                                 min_valid=options.min_valid, cache=cache, reporter=reporter)
+                                 min_valid=options.min_valid, cache=cache, reporter=reporter, aoi=area)
     scores = np.full(len(stored.windows), np.nan)
     unique = sorted({t for t in stored.texts if t.strip()})
     if not unique:

@@ -96,16 +96,26 @@ def parse_classes(text: str, source: str) -> ClassList:
     return ClassList(tuple(labels), tuple(prompt_names), source)
 
 
+def template_sets() -> tuple[str, ...]:
+    """Names of the shipped template sets (resources/templates/*.txt): ours and published ones."""
+    folder = resource("templates")
+    return tuple(sorted(p.stem for p in Path(folder).glob("*.txt")))
+
+
 def load_templates(spec: str | Path | None = None) -> tuple[str, ...]:
-    """Prompt templates: the built-in remote-sensing set (None or its name) or a template file."""
-    if spec is None or str(spec) == DEFAULT_TEMPLATES:
-        path = resource("templates", f"{DEFAULT_TEMPLATES}.txt")
-        source = DEFAULT_TEMPLATES
+    """Prompt templates: a shipped set by name (None: the remote-sensing set every zero-shot
+    classifier uses by default: ``rsvlm classify``, ``eval zeroshot`` and the training hook), or a
+    template file. ``template_sets()`` lists the names (published sets such as ``clip_resisc45``)."""
+    name = DEFAULT_TEMPLATES if spec is None else str(spec)
+    if name in template_sets():
+        path = resource("templates", f"{name}.txt")
+        source = name
     else:
         path = Path(spec)
         source = str(path)
         if not path.is_file():
-            raise UserError("no such template file", path=path)
+            raise UserError(f"no such template file or template set (sets: {', '.join(template_sets())})",
+                            path=path)
     templates = []
     for number, raw in enumerate(_read_text(path).splitlines(), start=1):
         line = " ".join(raw.split())

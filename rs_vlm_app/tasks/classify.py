@@ -24,13 +24,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
 from rs_vlm_app.atomic import write_text_atomic
-from rs_vlm_app.errors import UserError
-from rs_vlm_app.geo.raster import open_raster
+from rs_vlm_app.geo.aoi import Aoi, read_aoi
+from rs_vlm_app.geo.raster import RasterSource
 from rs_vlm_app.geo.writers import (
     VectorLayer,
     scaled_transform,
@@ -38,56 +37,20 @@ from rs_vlm_app.geo.writers import (
     write_geotiff_blocks,
     write_gpkg,
 )
+from rs_vlm_app.models.tile_encoder import TileEncoder
 from rs_vlm_app.reporting import NullReporter, Reporter
-from rs_vlm_app.tasks.captioning import fast_preprocessing
-from rs_vlm_app.tasks.classes import ClassList, load_classes, load_templates
+from rs_vlm_app.tasks.classes import ClassList
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
 from rs_vlm_app.tasks.heatmap import CellLattice, cell_means, heatmap_shape
-from rs_vlm_app.tasks.options import TileOptionsIO, check_bands, check_count, check_fraction, parse_grid
-from rs_vlm_app.tasks.scene_encoding import encode_scene
+from rs_vlm_app.tasks.inputs import scene_source
+from rs_vlm_app.tasks.options import MAX_CLASSES, ClassifyOptions  # noqa: F401 - part of this module's API
+from rs_vlm_app.tasks.outputs import check_output_dir
+from rs_vlm_app.tasks.scene_encoding import encode_scene, fast_preprocessing
+from rs_vlm_app.tasks.zeroshot_classifier import build_classifier
 
 CLASS_NODATA = 255
 PROBABILITY_NODATA = -9999.0
-MAX_CLASSES = 255  # class indexes 0..254 in a uint8 raster, 255 = nodata
-#: CLIP's logit scale is capped at 100 in training; used when a model does not expose one
-DEFAULT_LOGIT_SCALE = 100.0
 FILES = ("classes.tif", "classes.tif.aux.xml", "classes.qml", "probabilities.tif", "tiles.gpkg", "classify.json")
-
-
-@dataclass(frozen=True)
-class ClassifyOptions(TileOptionsIO):
-    """How `classify_scene` works (plain data: JSON-serialisable)."""
-
-    task_name: ClassVar[str] = "classify"
-
-    classes: str = "aid"                 # aid | resisc45 | eurosat | a class file
-    templates: str | None = None         # None: the built-in remote-sensing templates; or a file
-    grid: str = "256"
-    top_k: int = 3                       # classes per tile in tiles.gpkg
-    bands: tuple[int, ...] | None = None
-    min_valid: float = 0.5
-    pixel: float | None = None           # source pixels per output pixel (default: smallest window / 8)
-    probabilities: bool = True           # write probabilities.tif
-    cog: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "grid", parse_grid(self.grid).key())
-        object.__setattr__(self, "bands", check_bands(self.bands))
-        check_fraction("min_valid", self.min_valid)
-        check_count("top_k", self.top_k)
-        if self.pixel is not None and not (isinstance(self.pixel, int | float) and self.pixel >= 1):
-            raise UserError(f"the output pixel size must be at least 1 source pixel, not {self.pixel!r}")
-        if not isinstance(self.classes, str) or not self.classes.strip():
-            raise UserError("give the classes: aid, resisc45, eurosat or a class file")
-
-
-    def load(self) -> tuple[ClassList, tuple[str, ...]]:
-        """The class list and templates (read and checked: call before loading a model)."""
-        classes = load_classes(self.classes)
-        if len(classes) > MAX_CLASSES - 1:
-            raise UserError(f"{len(classes)} classes; a class raster holds at most {MAX_CLASSES - 1}",
-                            path=classes.source)
-        return classes, load_templates(self.templates)
 
 
 @dataclass
@@ -110,14 +73,6 @@ def class_probabilities(tile_embeddings: np.ndarray, classifier: np.ndarray, log
     return p / p.sum(axis=1, keepdims=True)
 
 
-def model_logit_scale(encoder) -> float:
-    scale = getattr(getattr(encoder, "model", None), "logit_scale", None)
-    try:
-        return float(min(DEFAULT_LOGIT_SCALE, float(scale.exp())))
-    except (AttributeError, TypeError, ValueError):
-        return DEFAULT_LOGIT_SCALE
-
-
 def class_colours(n: int) -> list[tuple[int, int, int, int]]:
     """Distinct, stable colours: golden-angle hues, alternating lightness."""
     colours = []
@@ -130,38 +85,41 @@ def class_colours(n: int) -> list[tuple[int, int, int, int]]:
 
 
 def classify_scene(
-    scene: Path,
+    scene: Path | RasterSource,
     out_dir: Path,
-    encoder,
+    encoder: TileEncoder,
     options: ClassifyOptions | None = None,
     *,
     reporter: Reporter | None = None,
     cache: EmbeddingCache | None = None,
+    checked: bool = False,
 ) -> ClassifyResult:
     """Classify every tile of ``scene`` zero-shot and write the class maps into ``out_dir``.
 
     ``encoder``: a rs_vlm_app.models.encoder.ClipEncoder. The tile embeddings come from (and go to)
     the scene embedding cache, so classifying again with other classes costs only the text encoding.
+    ``scene``: a raster file or a RasterSource opened with the options' bands (left open);
+    ``checked``: the caller (a JobSpec's check) already validated ``out_dir``.
     """
-    from rs_vlm_app.evaluation.zeroshot import build_classifier
-    from rs_vlm_app.tasks.localize import check_output_dir
-
     options = options or ClassifyOptions()
     reporter = reporter or NullReporter()
     classes, templates = options.load()
     out_dir = Path(out_dir)
-    check_output_dir(out_dir)
+    if not checked:
+        check_output_dir(out_dir)
     started = time.monotonic()
-    with open_raster(scene, bands=options.bands) as source:
+    area = read_aoi(options.aoi) if options.aoi else None
+    with scene_source(scene, options.bands) as source:
+        scene = Path(source.path)
         embeddings, _ = encode_scene(source, options.grid_spec, encoder, fast_preprocessing(encoder),
-                                     min_valid=options.min_valid, cache=cache, reporter=reporter)
+                                     min_valid=options.min_valid, cache=cache, reporter=reporter, aoi=area)
         reporter.progress("encode class prompts", 0, len(classes))
         classifier = build_classifier(encoder.encode_texts, list(classes.prompt_names), list(templates))
         reporter.progress("encode class prompts", len(classes), len(classes))
         windows = embeddings.encoded_windows
         probabilities = class_probabilities(embeddings.embeddings[embeddings.encoded], classifier,
-                                            model_logit_scale(encoder))
-        maps = ClassMaps(source, windows, probabilities, options.pixel)
+                                            encoder.logit_scale)
+        maps = ClassMaps(source, windows, probabilities, options.pixel, aoi=area)
         with _staging(out_dir) as staging:
             reporter.progress("write class maps", 0, 3)
             shares = maps.write_classes(staging / "classes.tif", classes, options.cog)
@@ -174,13 +132,13 @@ def classify_scene(
             reporter.progress("write class maps", 3, 3)
             area_share = {label: float(s) for label, s in zip(classes.labels, shares, strict=True)}
             manifest = {
-                "scene": str(scene), "model": getattr(encoder, "display_name", ""),
+                "scene": str(scene), "model": encoder.display_name,
                 "classes": [{"index": i, "label": label, "prompt": prompt, "colour": _hex(c)}
                             for i, (label, prompt, c) in enumerate(zip(classes.labels, classes.prompt_names,
                                                                        class_colours(len(classes)), strict=True))],
                 "class_source": classes.source, "templates": list(templates), "options": options.to_dict(),
                 "tiles": len(windows), "area_share": area_share,
-                "logit_scale": model_logit_scale(encoder), "crs": source.crs.to_string() if source.crs else None,
+                "logit_scale": encoder.logit_scale, "crs": source.crs.to_string() if source.crs else None,
                 "output_shape": list(maps.shape),
             }
             write_text_atomic(staging / "classify.json", json.dumps(manifest, indent=1))
@@ -193,7 +151,8 @@ def classify_scene(
 class ClassMaps:
     """Per-pixel class probabilities (mean over covering tiles) painted block by block."""
 
-    def __init__(self, source, windows: np.ndarray, tile_probabilities: np.ndarray, pixel: float | None):
+    def __init__(self, source, windows: np.ndarray, tile_probabilities: np.ndarray, pixel: float | None,
+                 *, aoi: Aoi | None = None):
         self.source = source
         self.lattice = CellLattice.from_windows(windows, source.height, source.width)
         means, _counts = cell_means(windows, tile_probabilities, self.lattice)
@@ -202,6 +161,8 @@ class ClassMaps:
         self.shape = heatmap_shape(source.height, source.width, pixel if pixel is not None else smallest / 8)
         self.transform = scaled_transform(source.transform, source.width, source.height, self.shape[1], self.shape[0])
         self.valid = source.read_mask(out_shape=self.shape).astype(bool)
+        if aoi is not None:  # nodata outside the area of interest
+            self.valid &= aoi.raster_mask(self.shape, self.transform, source.crs)
         h, w = self.shape
         rows = np.searchsorted(self.lattice.row_edges, (np.arange(h) + 0.5) * (source.height / h), side="right") - 1
         cols = np.searchsorted(self.lattice.col_edges, (np.arange(w) + 0.5) * (source.width / w), side="right") - 1

@@ -23,45 +23,45 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
+from affine import Affine
+from rasterio.windows import Window
 
-from rs_vlm_app.atomic import atomic_path, write_text_atomic
+from rs_vlm_app.atomic import write_text_atomic
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.geo.grid import SELO_GRID, GridSpec
-from rs_vlm_app.geo.raster import RasterSource, open_raster
-from rs_vlm_app.geo.writers import VectorLayer, scaled_transform, window_polygons, write_geotiff, write_gpkg
+from rs_vlm_app.geo.aoi import Aoi, read_aoi
+from rs_vlm_app.geo.raster import RasterSource
+from rs_vlm_app.geo.writers import (
+    VectorLayer,
+    scaled_transform,
+    window_polygons,
+    write_geotiff_blocks,
+    write_gpkg,
+)
+from rs_vlm_app.models.tile_encoder import TileEncoder
 from rs_vlm_app.reporting import NullReporter, Reporter
 from rs_vlm_app.resources import resource
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, SceneEmbeddings
 from rs_vlm_app.tasks.heatmap import (
+    BlockedHeatmap,
     CellLattice,
     cell_means,
     heatmap_shape,
-    minmax,
-    paint_cells,
-    selo_probmap,
-    smooth_gaussian,
+    hotspot_factor,
+    pool_mean,
 )
 from rs_vlm_app.tasks.hotspots import find_hotspots
-from rs_vlm_app.tasks.scene_encoding import EncodingStats, TilePreprocessing, encode_scene
+from rs_vlm_app.tasks.inputs import scene_source
+from rs_vlm_app.tasks.options import LocalizeOptions
+from rs_vlm_app.tasks.outputs import check_output_dir
+from rs_vlm_app.tasks.scene_encoding import EncodingStats, encode_scene, tile_preprocessing
+from rs_vlm_app.tasks.scene_mask import SceneMask
 
 log = logging.getLogger(__name__)
 
 HEATMAP_NODATA = -9999.0
 MANIFEST_NAME = "localize.json"
-
-
-@dataclass
-class LocalizeOptions:
-    grid: GridSpec = SELO_GRID
-    compat: Literal["selo"] | None = None
-    bands: tuple[int, ...] | None = None
-    min_valid: float = 0.5             # tiles with less valid (non-nodata) area are not encoded
-    hotspot_threshold: float = 0.6     # on the normalised heat map
-    heatmap_pixel: float | None = None  # source pixels per heat-map pixel; None = mode default
-    cog: bool = False
 
 
 @dataclass
@@ -99,17 +99,6 @@ def check_queries(queries: list[str]) -> list[str]:
     return cleaned
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Fail early (before any model work) when the output folder cannot be written."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / ".rsvlm-write-test") as probe:
-            probe.write_bytes(b"")
-        (out_dir / ".rsvlm-write-test").unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to the output folder ({exc.strerror or exc})", path=out_dir) from None
-
-
 def slugify(text: str, taken: set[str]) -> str:
     """A file-name-safe, unique stem for a query."""
     stem = re.sub(r"\W+", "_", text.lower()).strip("_")[:60] or "query"
@@ -120,44 +109,42 @@ def slugify(text: str, taken: set[str]) -> str:
     return slug
 
 
-def tile_preprocessing(encoder, compat: str | None) -> TilePreprocessing:
-    from rs_vlm_app.models.preprocess import fast_tile_transform, selo_tile_transform
-
-    if compat == "selo":
-        return TilePreprocessing("selo", selo_tile_transform(encoder.image_size))
-    return TilePreprocessing("fast", fast_tile_transform(encoder.image_size))
-
-
 def localize(
-    scene: Path,
+    scene: Path | RasterSource,
     queries: list[str],
     out_dir: Path,
-    encoder,
+    encoder: TileEncoder,
     options: LocalizeOptions | None = None,
     *,
     reporter: Reporter | None = None,
     cache: EmbeddingCache | None = None,
+    checked: bool = False,
 ) -> LocalizeResult:
     """Localize each query on ``scene``; write its heat map and hot spots under ``out_dir``.
 
-    ``encoder`` is a rs_vlm_app.models.encoder.ClipEncoder (load it once and reuse it: a second call
-    on the same scene re-encodes no tile, it costs one text encoding and a matrix product).
+    ``scene``: a raster file, or a RasterSource opened with the options' bands (left open).
+    ``encoder``: a TileEncoder such as rs_vlm_app.models.encoder.ClipEncoder (load it once and reuse
+    it: a second call on the same scene re-encodes no tile, it costs one text encoding and a matrix
+    product). ``checked``: the caller (a JobSpec's check) already validated the queries and the output
+    folder, so they are not checked again.
     """
     options = options or LocalizeOptions()
     reporter = reporter or NullReporter()
-    queries = check_queries(list(queries))
+    queries = list(queries) if checked else check_queries(list(queries))
     out_dir = Path(out_dir)
-    check_output_dir(out_dir)
-    with open_raster(scene, bands=options.bands) as source:
+    if not checked:
+        check_output_dir(out_dir)
+    area = read_aoi(options.aoi) if options.aoi else None
+    with scene_source(scene, options.bands) as source:
         embeddings, stats = encode_scene(
-            source, options.grid, encoder, tile_preprocessing(encoder, options.compat),
-            min_valid=options.min_valid, cache=cache, reporter=reporter,
+            source, options.grid_spec, encoder, tile_preprocessing(encoder, options.compat),
+            min_valid=options.min_valid, cache=cache, reporter=reporter, aoi=area,
         )
-        result = LocalizeResult(scene=Path(scene), out_dir=out_dir, manifest=out_dir / MANIFEST_NAME,
+        result = LocalizeResult(scene=Path(source.path), out_dir=out_dir, manifest=out_dir / MANIFEST_NAME,
                                 encoding=stats)
         text = encoder.encode_texts(queries)
         scores = embeddings.scores(text)
-        products = HeatmapProducer(source, embeddings, options)
+        products = HeatmapProducer(source, embeddings, options, aoi=area)
         taken = _existing_slugs(out_dir, queries)
         for k, query in enumerate(queries):
             started = time.monotonic()
@@ -174,7 +161,8 @@ def localize(
 class HeatmapProducer:
     """Turns one query's tile scores into the heat map, hot spots and tile layer of a scene."""
 
-    def __init__(self, source: RasterSource, embeddings: SceneEmbeddings, options: LocalizeOptions):
+    def __init__(self, source: RasterSource, embeddings: SceneEmbeddings, options: LocalizeOptions,
+                 *, aoi: Aoi | None = None):
         self.source = source
         self.options = options
         self.windows = embeddings.encoded_windows
@@ -188,33 +176,45 @@ class HeatmapProducer:
         self.transform = scaled_transform(source.transform, source.width, source.height,
                                           self.shape[1], self.shape[0])
         self.sigma = 0.0 if options.compat == "selo" else (smallest / 4) * self.shape[0] / source.height
-        self.valid = cached_mask(source, embeddings, self.shape)
+        # nodata outside the scene's valid pixels and the area of interest; read block by block
+        self.valid = SceneMask(source, embeddings.folder, self.shape, aoi=aoi, transform=self.transform)
+
+    def heatmap(self, tile_scores: np.ndarray) -> BlockedHeatmap:
+        """One query's normalised heat map on this producer's grid, computed block by block."""
+        means, _counts = cell_means(self.windows, tile_scores, self.lattice)
+        return BlockedHeatmap(self.lattice, self.source.height, self.source.width, self.shape,
+                              cell_values=means[..., 0], mode=self.options.compat or "fast", sigma=self.sigma,
+                              mask=self.valid)
 
     def probability(self, tile_scores: np.ndarray) -> np.ndarray:
-        """Normalised heat map (float32, 0..1, NaN = nodata) on this producer's grid."""
-        means, counts = cell_means(self.windows, tile_scores, self.lattice)
-        mean_map = paint_cells(means[..., 0], self.lattice, self.source.height, self.source.width, self.shape)
-        valid = self.valid & np.isfinite(mean_map)
-        if self.options.compat == "selo":
-            gray = selo_probmap(np.where(np.isfinite(mean_map), mean_map, np.nanmin(mean_map)))
-            return np.where(valid, gray.astype(np.float32) / 255.0, np.nan).astype(np.float32)
-        return minmax(smooth_gaussian(mean_map, valid, self.sigma), valid)
+        """Normalised heat map (float32, 0..1, NaN = nodata) on this producer's grid, whole (small
+        grids: evaluation)."""
+        return self.heatmap(tile_scores).whole()
 
     def write_query(self, query: str, tile_scores: np.ndarray, out_dir: Path, slug: str) -> tuple[Path, Path, int]:
-        heat = self.probability(tile_scores)
+        heat = self.heatmap(tile_scores)
+        factor = hotspot_factor(self.shape)
+        traced = np.empty((-(-self.shape[0] // factor), -(-self.shape[1] // factor)), dtype=np.float32)
+
+        def blocks():  # written block by block; hot spots traced on a grid of at most HOTSPOT_MAX_SIDE
+            for (r0, r1, c0, c1), values in heat.iter_blocks():
+                pooled = pool_mean(values, factor)
+                traced[r0 // factor:r0 // factor + pooled.shape[0], c0 // factor:c0 // factor + pooled.shape[1]] = pooled
+                yield Window(c0, r0, c1 - c0, r1 - r0), np.where(np.isfinite(values), values, HEATMAP_NODATA)
+
         heat_path = out_dir / f"{slug}_heatmap.tif"
-        write_geotiff(
-            heat_path,
-            np.where(np.isfinite(heat), heat, HEATMAP_NODATA).astype(np.float32),
+        write_geotiff_blocks(
+            heat_path, blocks(), height=self.shape[0], width=self.shape[1], count=1, dtype=np.float32,
             crs=self.source.crs, transform=self.transform, nodata=HEATMAP_NODATA, cog=self.options.cog,
             band_descriptions=[query],
             tags={"query": query, "scene": str(self.source.path), "cosine_min": f"{tile_scores.min():.6f}",
-                  "cosine_max": f"{tile_scores.max():.6f}", "grid": self.options.grid.key(),
+                  "cosine_max": f"{tile_scores.max():.6f}", "grid": self.options.grid,
                   "mode": self.options.compat or "fast"},
         )
         _write_style(heat_path)
-        spots = find_hotspots(heat, self.transform, self.source.crs, threshold=self.options.hotspot_threshold,
-                              min_pixels=self._min_spot_pixels())
+        spots = find_hotspots(traced, self.transform @ Affine.scale(factor), self.source.crs,
+                              threshold=self.options.hotspot_threshold,
+                              min_pixels=max(1, self._min_spot_pixels() // factor**2))
         vectors = out_dir / f"{slug}.gpkg"
         write_gpkg(vectors, [self._hotspot_layer(query, spots), self._tile_layer(query, tile_scores)],
                    crs=self.source.crs)
@@ -259,21 +259,6 @@ class HeatmapProducer:
         )
 
 
-def cached_mask(source: RasterSource, embeddings: SceneEmbeddings, shape: tuple[int, int]) -> np.ndarray:
-    """The scene's validity mask on the heat-map grid, kept beside the embeddings after the first read."""
-    path = embeddings.folder / f"mask_{shape[0]}x{shape[1]}.npy"
-    try:
-        return np.load(path)
-    except (OSError, ValueError):
-        mask = source.read_mask(out_shape=shape).astype(bool)
-        try:
-            with atomic_path(path) as tmp:
-                np.save(tmp, mask)
-        except OSError:
-            pass  # a read-only cache only costs the re-read next time
-        return mask
-
-
 def _write_style(heatmap: Path) -> None:
     """QGIS loads ``<name>.qml`` beside a raster as its default style."""
     style = resource("styles", "heatmap.qml")
@@ -291,7 +276,7 @@ def _existing_slugs(out_dir: Path, queries: list[str]) -> set[str]:
             for q in manifest.get("queries", []) if q.get("query") not in queries}
 
 
-def _write_manifest(result: LocalizeResult, encoder, options: LocalizeOptions) -> None:
+def _write_manifest(result: LocalizeResult, encoder: TileEncoder, options: LocalizeOptions) -> None:
     """localize.json: every query answered into this folder (newest run wins per query)."""
     previous: list[dict] = []
     with contextlib.suppress(OSError, ValueError):
@@ -301,6 +286,7 @@ def _write_manifest(result: LocalizeResult, encoder, options: LocalizeOptions) -
     for q in result.queries:
         entry = asdict(q)
         entry.update(heatmap=q.heatmap.name, vectors=q.vectors.name, scene=str(result.scene),
-                     model=getattr(getattr(encoder, "loaded", None), "display_name", ""), grid=options.grid.key(), mode=options.compat or "fast")
+                     model=encoder.display_name, grid=options.grid, mode=options.compat or "fast",
+                     aoi=options.aoi)
         entries.append(entry)
     write_text_atomic(result.manifest, json.dumps({"queries": entries}, indent=1, default=str))

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.geo.blocks import BlockReader
+from rs_vlm_app.geo.aoi import Aoi
+from rs_vlm_app.geo.blocks import BlockReader, feed_prefetch, feed_workers
 from rs_vlm_app.geo.grid import GridSpec, build_windows
 from rs_vlm_app.geo.raster import RasterSource
+from rs_vlm_app.models.tile_encoder import TileEncoder
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, SceneEmbeddings, cache_key
 
@@ -30,6 +32,22 @@ class TilePreprocessing:
     transform: Callable[[np.ndarray], np.ndarray]  # (h, w, 3) uint8 -> (S, S, 3) uint8
 
 
+def tile_preprocessing(encoder: TileEncoder, compat: str | None = None) -> TilePreprocessing:
+    """The tile preprocessing of a mode: "fast" (default; tiles resized straight to the model's input)
+    or ``compat="selo"`` (the published protocol's resize, JPEG, resize)."""
+    from rs_vlm_app.models.preprocess import fast_tile_transform, selo_tile_transform
+
+    if compat == "selo":
+        return TilePreprocessing("selo", selo_tile_transform(encoder.image_size))
+    return TilePreprocessing("fast", fast_tile_transform(encoder.image_size))
+
+
+def fast_preprocessing(encoder: TileEncoder) -> TilePreprocessing:
+    """The default ("fast") tile preprocessing, as `rsvlm localize` uses it, so every command shares
+    one embedding cache entry per scene x model x grid."""
+    return tile_preprocessing(encoder, None)
+
+
 @dataclass
 class EncodingStats:
     cache_hit: bool
@@ -41,14 +59,18 @@ class EncodingStats:
 def encode_scene(
     source: RasterSource,
     grid: GridSpec,
-    encoder,
+    encoder: TileEncoder,
     preprocessing: TilePreprocessing,
     *,
     min_valid: float = 0.5,
     cache: EmbeddingCache | None = None,
     reporter: Reporter | None = None,
+    aoi: Aoi | None = None,
 ) -> tuple[SceneEmbeddings, EncodingStats]:
     """Embeddings of all tiles of ``source`` on ``grid``: from the cache, or encoded now (resumably).
+
+    ``aoi``: only the windows overlapping this area of interest are read and encoded (or taken from
+    a cached encoding of the whole scene when there is one); UserError when it misses the scene.
 
     ``encoder`` is a rs_vlm_app.models.encoder.ClipEncoder. The cache key covers the scene's content,
     the model's weights, the grid, the band choice and stretch, the tile preprocessing and min_valid,
@@ -57,15 +79,16 @@ def encode_scene(
     reporter = reporter or NullReporter()
     cache = cache or EmbeddingCache()
     windows = build_windows(grid, source.height, source.width, path=source.path)
-    key = cache_key(
-        scene=source.fingerprint(),
-        model=encoder.fingerprint,
-        preprocess=encoder.preprocess_key(),
-        precision=getattr(encoder, "precision", "fp32"),  # fp16/bf16 embeddings differ from fp32 ones
-        tiles=preprocessing.name,
-        windows=windows,
-        min_valid=min_valid,
-    )
+    if aoi is not None:
+        whole = cache.load(_key(source, encoder, preprocessing, windows, min_valid))
+        keep = aoi.window_mask(windows, source.transform, source.crs)
+        windows = aoi.select_windows(windows, source.transform, source.crs, scene=source.path)
+        if whole is not None:  # the whole scene is encoded already: its AOI tiles cost nothing
+            part = SceneEmbeddings(whole.key, whole.folder, whole.windows[keep], np.asarray(whole.encoded[keep]),
+                                   np.asarray(whole.embeddings[keep]), whole.meta)
+            return _nonempty(part, source), EncodingStats(
+                True, int(part.encoded.sum()), int((~part.encoded).sum()), 0.0)
+    key = _key(source, encoder, preprocessing, windows, min_valid)
     started = time.monotonic()
     found = cache.load(key)
     if found is not None:
@@ -81,7 +104,7 @@ def encode_scene(
         "model": encoder.fingerprint,
         "tiles": preprocessing.name,
         "min_valid": min_valid,
-        "read_order": "rows",  # resume positions count windows in this order
+        "read_order": "strips-rows",  # resume positions count windows in this order
     }
     entry = cache.begin(key, windows, encoder.embed_dim, meta)
     if entry.done:
@@ -89,7 +112,8 @@ def encode_scene(
     # "rows" order reads every pixel once for all scales; the cache entry does not depend on order.
     reader = BlockReader(
         source, windows, batch_size=encoder.batch_size, tile_transform=preprocessing.transform,
-        min_valid=min_valid, start=entry.done, order="rows",
+        min_valid=min_valid, start=entry.done, order="rows", workers=feed_workers(encoder.device),
+        prefetch=feed_prefetch(encoder.device),
     )
     last_checkpoint = time.monotonic()
     total = len(windows)
@@ -111,6 +135,19 @@ def encode_scene(
     reporter.progress("encode tiles", total, total)
     encoded = int(result.encoded.sum())
     return _nonempty(result, source), EncodingStats(False, encoded, total - encoded, time.monotonic() - started)
+
+
+def _key(source: RasterSource, encoder, preprocessing: TilePreprocessing, windows: np.ndarray,
+         min_valid: float) -> str:
+    return cache_key(
+        scene=source.fingerprint(),
+        model=encoder.fingerprint,
+        preprocess=encoder.preprocess_key(),
+        precision=encoder.precision,  # fp16/bf16 embeddings differ from fp32 ones
+        tiles=preprocessing.name,
+        windows=windows,
+        min_valid=min_valid,
+    )
 
 
 def _nonempty(scene: SceneEmbeddings, source: RasterSource) -> SceneEmbeddings:

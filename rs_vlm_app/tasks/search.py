@@ -11,50 +11,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import shapely
 
 from rs_vlm_app.errors import UserError
+from rs_vlm_app.geo.aoi import Aoi, read_aoi
 from rs_vlm_app.geo.raster import open_raster
 from rs_vlm_app.geo.writers import VectorLayer, window_polygons, write_gpkg
+from rs_vlm_app.models.tile_encoder import TileEncoder
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
-from rs_vlm_app.tasks.captioning import check_output_file, fast_preprocessing
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache, SceneEmbeddings
-from rs_vlm_app.tasks.options import TileOptionsIO, check_bands, check_count, check_fraction, parse_grid
-from rs_vlm_app.tasks.scene_encoding import encode_scene
+from rs_vlm_app.tasks.options import SearchOptions, target_crs
+from rs_vlm_app.tasks.outputs import check_vector_output
+from rs_vlm_app.tasks.scene_encoding import encode_scene, fast_preprocessing
 
 LAYER = "results"
-
-
-@dataclass(frozen=True)
-class SearchOptions(TileOptionsIO):
-    """How `search_scenes` works (plain data: JSON-serialisable)."""
-
-    task_name: ClassVar[str] = "search"
-
-    top_k: int = 20
-    grid: str = "256"
-    bands: tuple[int, ...] | None = None
-    min_valid: float = 0.5
-    crs: str = "first"            # "first" (the first scene's CRS) or any CRS text, e.g. "EPSG:4326"
-    contact_sheet: bool = True
-    columns: int = 5
-    cell: int = 192               # contact sheet: pixels per tile
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "grid", parse_grid(self.grid).key())
-        object.__setattr__(self, "bands", check_bands(self.bands))
-        check_fraction("min_valid", self.min_valid)
-        check_count("top_k", self.top_k, maximum=100_000)
-        check_count("columns", self.columns, maximum=100)
-        check_count("cell", self.cell, minimum=16, maximum=2048)
-        if not isinstance(self.crs, str) or not self.crs.strip():
-            raise UserError("crs must be 'first' or a CRS such as EPSG:4326")
-        if self.crs != "first":
-            target_crs(self.crs)
-
 
 
 @dataclass(frozen=True)
@@ -79,14 +51,16 @@ class SearchResult:
     options: dict = field(default_factory=dict)
 
 
-def target_crs(text: str):
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
+def check_search_inputs(query: str, scenes: list[Path]) -> tuple[str, list[Path]]:
+    """The query with its white space tidied, and the scenes (each an existing file)."""
+    from rs_vlm_app.tasks.inputs import check_input_file
 
-    try:
-        return CRS.from_user_input(text)
-    except CRSError:
-        raise UserError(f"unknown CRS {text!r}; give e.g. EPSG:4326 or 'first'") from None
+    query = " ".join(str(query).split())
+    if not query:
+        raise UserError("the query is empty; give a description such as \"a marina with boats\"")
+    if not scenes:
+        raise UserError("give at least one scene to search")
+    return query, [check_input_file(Path(s)) for s in scenes]
 
 
 def rank_tiles(scenes: list[SceneEmbeddings], text_embedding: np.ndarray, k: int) -> list[Hit]:
@@ -116,36 +90,44 @@ def search_scenes(
     scenes: list[Path],
     query: str,
     out: Path,
-    encoder,
+    encoder: TileEncoder,
     options: SearchOptions | None = None,
     *,
     reporter: Reporter | None = None,
     cache: EmbeddingCache | None = None,
+    checked: bool = False,
 ) -> SearchResult:
     """Rank the tiles of ``scenes`` by similarity to ``query``; write the top ones to ``out`` (.gpkg)
-    and, unless turned off, a contact sheet ``out`` with suffix .png."""
+    and, unless turned off, a contact sheet ``out`` with suffix .png. ``checked``: the caller (a
+    JobSpec's check) already validated the query, the scenes and ``out``."""
     options = options or SearchOptions()
     reporter = reporter or NullReporter()
-    query = " ".join(str(query).split())
-    if not query:
-        raise UserError("the query is empty; give a description such as \"a marina with boats\"")
-    scenes = [Path(s) for s in scenes]
-    if not scenes:
-        raise UserError("give at least one scene to search")
     out = Path(out)
-    check_output_file(out)
+    if checked:
+        scenes = [Path(s) for s in scenes]
+    else:
+        query, scenes = check_search_inputs(query, scenes)
+        check_vector_output(out)
     started = time.monotonic()
+    area = read_aoi(options.aoi) if options.aoi else None
     embeddings, frames, encoded_now = [], [], 0
     for i, scene in enumerate(scenes):
         check_cancelled(reporter)
         reporter.progress("scenes", i, len(scenes))
         with open_raster(scene, bands=options.bands) as source:
-            found, stats = encode_scene(source, options.grid_spec, encoder, fast_preprocessing(encoder),
-                                        min_valid=options.min_valid, cache=cache, reporter=reporter)
-            embeddings.append(found)
             frames.append((source.crs if source.georeferenced else None, source.transform, source.georeferenced))
+            if area is not None and not _overlaps(area, source):
+                reporter.log(f"{scene.name}: outside the area of interest; not searched")
+                embeddings.append(_no_tiles(encoder))
+                continue
+            found, stats = encode_scene(source, options.grid_spec, encoder, fast_preprocessing(encoder),
+                                        min_valid=options.min_valid, cache=cache, reporter=reporter, aoi=area)
+            embeddings.append(found)
             encoded_now += not stats.cache_hit
     reporter.progress("scenes", len(scenes), len(scenes))
+    if area is not None and not any(len(e.windows) for e in embeddings):
+        raise UserError(f"the area of interest does not intersect any of the {len(scenes)} scene(s)",
+                        path=area.source)
     hits = rank_tiles(embeddings, encoder.encode_texts([query])[0], options.top_k)
     crs, note = _choose_crs(scenes, frames, options.crs)
     sheet = None
@@ -155,6 +137,18 @@ def search_scenes(
     return SearchResult(query=query, out=out, sheet=sheet, hits=hits, scenes=scenes,
                         crs=crs.to_string() if crs is not None else None, crs_note=note, encoded_now=encoded_now,
                         seconds=time.monotonic() - started, options=options.to_dict())
+
+
+def _overlaps(area: Aoi, source) -> bool:
+    box = np.array([[0, source.height, 0, source.width]])
+    return bool(area.window_mask(box, source.transform, source.crs if source.georeferenced else None)[0])
+
+
+def _no_tiles(encoder) -> SceneEmbeddings:
+    """A scene outside the area of interest: nothing to rank."""
+    dim = int(encoder.embed_dim)
+    return SceneEmbeddings("", Path(), np.zeros((0, 5), np.int64), np.zeros(0, bool),
+                           np.zeros((0, dim), np.float32), {})
 
 
 def _choose_crs(scenes, frames, wanted: str):

@@ -15,8 +15,10 @@ dicts, so they load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,28 @@ def load_state(path: Path) -> dict[str, Any]:
         raise UserError(f"training checkpoint version {state.get('version')} is not supported "
                         f"(this rs-vlm reads version {STATE_VERSION})", path=path)
     return state
+
+
+def load_newest_state(run_dir: Path, warn: Callable[[str], None] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """(path, state) of the newest readable training state in ``run_dir``, None when there is none.
+
+    A newest state that cannot be read (a disk fault, a copy cut short) does not end the run: it is
+    renamed ``*.corrupt`` (so pruning never keeps it in place of a good one), ``warn`` is told, and the
+    one before it is used. When no state is readable the newest one's error is raised.
+    """
+    first_error: UserError | None = None
+    for _step, path in reversed(list_states(run_dir)):
+        try:
+            return path, load_state(path)
+        except UserError as exc:
+            first_error = first_error or exc
+            with contextlib.suppress(OSError):
+                path.replace(path.with_name(path.name + ".corrupt"))
+            if warn is not None:
+                warn(f"{exc}; set aside as {path.name}.corrupt, trying the checkpoint before it")
+    if first_error is not None:
+        raise first_error
+    return None
 
 
 def to_cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

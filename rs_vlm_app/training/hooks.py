@@ -22,8 +22,9 @@ from torch import nn
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.evaluation.retrieval import group_captions, retrieval_metrics
-from rs_vlm_app.evaluation.zeroshot import DEFAULT_TEMPLATES, build_classifier, zeroshot_metrics
+from rs_vlm_app.evaluation.zeroshot import build_classifier, zeroshot_metrics
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
+from rs_vlm_app.tasks.classes import load_templates
 from rs_vlm_app.training.data import CaptionTable, ImageRef, read_image, read_label_csv
 from rs_vlm_app.training.loader import tokenize_counting
 from rs_vlm_app.training.losses import Losses
@@ -152,14 +153,16 @@ class ZeroShotHook:
 
     name = "zeroshot"
 
-    def __init__(self, csv_path: Path, templates: list[str] | None = None):
+    def __init__(self, csv_path: Path, templates: str | Path | None = None):
+        """``templates``: a shipped template set's name or a template file; None: the default set, the
+        same one ``rsvlm classify`` and ``rsvlm eval zeroshot`` use."""
         self.images, labels = read_label_csv(csv_path)
         self.classnames = sorted(set(labels))
         if len(self.classnames) < 2:
             raise UserError("zero-shot evaluation needs at least two classes in the 'label' column", path=csv_path)
         index = {name: i for i, name in enumerate(self.classnames)}
         self.labels = np.array([index[label] for label in labels])
-        self.templates = templates or list(DEFAULT_TEMPLATES)
+        self.templates = list(load_templates(templates))
 
     @torch.no_grad()
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
@@ -202,11 +205,13 @@ class TrainingEncoder:
     the model's input size in, unit float32 embeddings out), fed through the run's eval transform."""
 
     precision = "fp32"
+    logit_scale = 100.0
 
     def __init__(self, ctx: EvalContext):
         size = ctx.model.visual.image_size
         self.ctx = ctx
         self.batch_size = ctx.batch_size
+        self.device = str(ctx.device)
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
         self.embed_dim = int(encode_texts(ctx, ["x"]).shape[1])
         self.fingerprint = f"training-step-{ctx.step}"
@@ -227,20 +232,6 @@ class TrainingEncoder:
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return encode_texts(self.ctx, list(texts)).numpy()
-
-
-def read_templates(path: Path) -> list[str]:
-    """Prompt templates, one per line ("{}" marks the class name); blank lines and # comments skipped."""
-    if not path.is_file():
-        raise UserError("no such templates file", path=path)
-    templates = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    templates = [t for t in templates if t and not t.startswith("#")]
-    bad = [t for t in templates if "{}" not in t and "{c}" not in t]
-    if bad:
-        raise UserError(f"template {bad[0]!r} has no {{}} placeholder for the class name", path=path)
-    if not templates:
-        raise UserError("no templates in the file", path=path)
-    return templates
 
 
 def finite(metrics: dict[str, float]) -> dict[str, float]:

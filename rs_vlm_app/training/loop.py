@@ -31,7 +31,6 @@ from rs_vlm_app.training.hooks import (
     SeloHook,
     ZeroShotHook,
     finite,
-    read_templates,
 )
 from rs_vlm_app.training.loader import BatchPlan, Collate, ImageTextDataset, make_loader
 from rs_vlm_app.training.lora import apply_lora, has_lora, merged_state_dict
@@ -153,9 +152,11 @@ class Trainer:
         step, epoch, step_in_epoch = 0, 0, 0
         if ctx.is_main and start.existing:
             rundir.remove_stale_temporaries(cfg.run_dir)
+        newest = None
         if start.state is not None:
-            state = checkpoint.load_state(start.state)
-            step, epoch, step_in_epoch = self.restore(state, model, optimizer, scaler, len(table))
+            newest = checkpoint.load_newest_state(cfg.run_dir, warn=lambda m: self.say(m, "warning"))
+        if newest is not None:
+            step, epoch, step_in_epoch = self.restore(newest[1], model, optimizer, scaler, len(table))
             self.say(f"continuing the run in {cfg.run_dir} from step {step} of {total_steps} "
                      f"(epoch {epoch + 1}, step {step_in_epoch} of {plan.steps_per_epoch})")
         elif ctx.is_main:
@@ -190,8 +191,7 @@ class Trainer:
         if cfg.val_data:
             hooks.append(RetrievalHook(open_caption_data(cfg.val_data, cfg.csv_image_key, cfg.csv_caption_key)))
         if cfg.val_zeroshot:
-            templates = read_templates(Path(cfg.zeroshot_templates)) if cfg.zeroshot_templates else None
-            hooks.append(ZeroShotHook(Path(cfg.val_zeroshot), templates))
+            hooks.append(ZeroShotHook(Path(cfg.val_zeroshot), cfg.zeroshot_templates))
         if cfg.val_selo:
             hooks.append(SeloHook(Path(cfg.val_selo), cfg.run_dir / "selo"))
         return hooks

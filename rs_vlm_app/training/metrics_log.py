@@ -70,6 +70,31 @@ class MetricsLog:
             self.writer = None
 
 
+def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every numeric series of a run's logs against the optimizer step, for live plots: the columns
+    of train_log.csv (``loss``, ``lr``, ``contrastive_loss``, ...) and each metric of eval_log.csv
+    under ``eval/NAME``. Empty before the first row; a row being rewritten is never half-read
+    (both files are replaced atomically)."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in read_csv(Path(run_dir) / TRAIN_CSV):
+        step = _step(row.get("step"))
+        for key, value in row.items():
+            if step is not None and key not in ("step", "epoch") and _is_number(value):
+                curves.setdefault(key, []).append((step, float(value)))
+    for row in read_csv(Path(run_dir) / EVAL_CSV):
+        step = _step(row.get("step"))
+        if step is not None and row.get("metric") and _is_number(row.get("value")):
+            curves.setdefault(f"eval/{row['metric']}", []).append((step, float(row["value"])))
+    return curves
+
+
+def _step(text: Any) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []

@@ -64,6 +64,12 @@ def _read(path: Path) -> dict[str, Any]:
 _PATH_SETTINGS = ("data", "val_data", "val_zeroshot", "val_selo", "zeroshot_templates", "model_config", "output_dir")
 
 
+def _is_template_set(name: str) -> bool:
+    from rs_vlm_app.tasks.classes import template_sets
+
+    return name in template_sets()
+
+
 def resolve_config(task: str, given: dict[str, Any]) -> TrainConfig:
     """Defaults <- ``given["recipe"]`` <- the other ``given`` settings, validated; paths made absolute
     so the run's identity does not depend on the working directory."""
@@ -76,7 +82,7 @@ def resolve_config(task: str, given: dict[str, Any]) -> TrainConfig:
     values.update(given)
     values["task"] = task
     for key in _PATH_SETTINGS:
-        if values.get(key):
+        if values.get(key) and not (key == "zeroshot_templates" and _is_template_set(str(values[key]))):
             values[key] = _absolute(str(values[key]))
     if values.get("init") and Path(values["init"]).expanduser().is_file():
         values["init"] = str(Path(values["init"]).expanduser().resolve())

@@ -119,3 +119,48 @@ def write_run_json(config: TrainConfig, world_size: int) -> None:
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_text_atomic(run_dir / SUMMARY_JSON, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run folder as a front end shows it: what it trains, how far it got, its model once finished."""
+
+    run_dir: Path
+    task: str
+    config: dict[str, Any]
+    finished: bool
+    steps: int | None = None
+    model: Path | None = None          # the final model (safetensors), once finished
+    model_config: Path | None = None   # the open_clip model config beside it
+
+    @property
+    def epochs(self) -> int | None:
+        value = self.config.get("epochs")
+        return int(value) if isinstance(value, int) else None
+
+
+def describe_run(run_dir: Path) -> RunInfo:
+    """Read ``run_dir``'s run.json and summary.json; a UserError when it holds no rs-vlm training run."""
+    run_dir = Path(run_dir)
+    run_json = run_dir / RUN_JSON
+    if not run_dir.is_dir():
+        raise UserError("no such run folder", path=run_dir)
+    if not run_json.is_file():
+        raise UserError(f"holds no rs-vlm training run (no {RUN_JSON})", path=run_dir)
+    try:
+        config = json.loads(run_json.read_text(encoding="utf-8"))["config"]
+        task = str(config["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"unreadable {RUN_JSON}; this does not look like an rs-vlm run folder", path=run_dir) from None
+    summary: dict[str, Any] = {}
+    if (run_dir / SUMMARY_JSON).is_file():
+        try:
+            summary = json.loads((run_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {}
+    finished = bool(summary.get("finished"))
+    model = run_dir / str(summary.get("model") or "model.safetensors")
+    model_config = run_dir / str(summary.get("model_config") or "model_config.json")
+    return RunInfo(run_dir, task, config, finished, summary.get("steps"),
+                   model if finished and model.is_file() else None,
+                   model_config if model_config.is_file() else None)

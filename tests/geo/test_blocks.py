@@ -277,3 +277,26 @@ def test_memory_stays_bounded_on_a_40000_pixel_square_raster(tmp_path):
     assert report["tiles"] == report["windows"] == 53 * 53
     assert report["checksum"] > 0  # the written blocks came through
     assert report["growth_mib"] < 1024, report
+
+
+def test_a_wide_raster_is_read_in_vertical_strips_with_the_same_tiles(monkeypatch):
+    """Past the buffer budget the reader cuts the raster into strips: every read is narrower than the
+    raster, yet every window comes out exactly as a direct read."""
+    import rs_vlm_app.geo.blocks as blocks
+
+    grid = GridSpec("regular", (128, 200), 0.25)
+    with open_raster(NAIP) as src:
+        windows = build_windows(grid, src.height, src.width)
+        monkeypatch.setattr(blocks, "BUFFER_BYTES", 4 * (200 + 2 * blocks.MIN_CHUNK_ROWS) * 500)
+        counting = CountingSource(src)
+        reader = BlockReader(counting, windows, batch_size=16, tile_transform=to_model, order="rows", workers=2)
+        assert reader.band_cols < src.width
+        _batches, tiles = collect(reader)
+        assert sorted(tiles) == list(range(len(windows)))
+        for index in range(0, len(windows), 3):
+            row0, row1, col0, col1, _ = windows[index]
+            direct, _ = src.read_rgb(row0, row1, col0, col1)
+            np.testing.assert_array_equal(tiles[index], to_model(direct))
+    assert max(c1 - c0 for _r0, _r1, c0, c1 in counting.reads) <= reader.band_cols + 200
+    assert min(c0 for _r0, _r1, c0, _c1 in counting.reads) == 0
+    assert max(c1 for _r0, _r1, _c0, c1 in counting.reads) == 934

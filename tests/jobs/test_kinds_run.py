@@ -13,9 +13,9 @@ from pyogrio import read_info
 from pyogrio.raw import read
 
 from rs_vlm_app.jobs import protocol
-from rs_vlm_app.jobs.context import ModelPool
 from rs_vlm_app.jobs.runner import run_job
 from rs_vlm_app.jobs.specs import spec_from_dict
+from rs_vlm_app.models.cache import ModelCache
 from tests.geo import rasters
 from tests.jobs.workerproc import WorkerProc, write_spec
 
@@ -41,7 +41,7 @@ def read_layer(path: Path, layer: str) -> dict[str, np.ndarray]:
     return dict(zip(meta["fields"], fields, strict=True))
 
 
-def run_in_process(spec: dict, models: ModelPool | None = None):
+def run_in_process(spec: dict, models: ModelCache | None = None):
     events: list[protocol.Event] = []
     outcome = run_job(spec_from_dict(spec), events.append, job_id="t", models=models)
     assert outcome.status == "ok", outcome.final
@@ -84,7 +84,7 @@ def test_classify_with_inline_classes_in_a_worker(tiny_clip, scene, tmp_path):
             "out": str(out), "model": model_of(tiny_clip), "grid": "128", "top_k": 2}
     result = run_in_worker(spec, tmp_path)
     by_role = {(f.role, Path(f.path).name) for f in result.files}
-    assert by_role == {("raster", "classes.tif"), ("style", "classes.qml"), ("raster", "probabilities.tif"),
+    assert by_role == {("classes", "classes.tif"), ("style", "classes.qml"), ("raster", "probabilities.tif"),
                        ("tiles", "tiles.gpkg"), ("report", "classify.json"), ("file", "classes.txt")}
     assert result.summary["classes"] == ["lake", "forest", "road"]
     assert sum(result.summary["area_share"].values()) == pytest.approx(1.0)
@@ -120,7 +120,7 @@ def test_zeroshot_and_retrieval_evaluations_share_one_model(tiny_clip, tmp_path)
     csv = tmp_path / "captions.csv"
     csv.write_text("filepath,caption\n" + "".join(f"data/{c}/{i}.png,a photo of a {c.lower()}\n"
                                                   for c in ("Lake", "Forest") for i in range(2)))
-    pool = ModelPool()
+    pool = ModelCache()
     zeroshot, _ = run_in_process({"kind": "eval-zeroshot", "data": str(data), "out": str(tmp_path / "z"),
                                   "model": model_of(tiny_clip)}, pool)
     assert {(f.role, Path(f.path).name) for f in zeroshot.files} == {

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from rs_vlm_app import cli, paths
-from rs_vlm_app.commands.options import add_device_options, add_model_options, model_request_from_args
-from rs_vlm_app.models.factory import ModelRequest
+from rs_vlm_app.commands.options import add_device_options, add_model_options, model_spec_from_args
+from rs_vlm_app.models.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,13 +91,14 @@ def parse(argv):
 def test_options_to_request():
     args = parse(["--checkpoint", "ft.pt", "--arch", "ViT-B-32", "--quick-gelu", "--offline", "--device", "cpu",
                   "--precision", "bf16", "--batch-size", "8"])
-    assert model_request_from_args(args) == ModelRequest(checkpoint=Path("ft.pt"), arch="ViT-B-32", quick_gelu=True,
-                                                         allow_download=False)
+    assert model_spec_from_args(args) == ModelSpec(checkpoint=Path("ft.pt"), arch="ViT-B-32", quick_gelu=True,
+                                                   allow_download=False, device="cpu", precision="bf16",
+                                                   batch_size=8)
     assert (args.device, args.precision, args.batch_size) == ("cpu", "bf16", 8)
     defaults = parse([])
-    assert model_request_from_args(defaults) == ModelRequest()
+    assert model_spec_from_args(defaults) == ModelSpec()
     assert (defaults.device, defaults.precision, defaults.batch_size) == ("auto", "auto", None)
-    assert model_request_from_args(parse(["--model", "hqrs-clip", "--no-quick-gelu"])) == ModelRequest(
+    assert model_spec_from_args(parse(["--model", "hqrs-clip", "--no-quick-gelu"])) == ModelSpec(
         name="hqrs-clip", quick_gelu=False)
 
 

@@ -22,9 +22,9 @@ def test_cpu_and_auto():
 
 @no_cuda
 def test_unavailable_cuda_is_a_user_error():
-    with pytest.raises(UserError, match=r"--device cuda: no CUDA GPU is usable here"):
+    with pytest.raises(UserError, match=r"device cuda: no CUDA GPU is usable here"):
         pick_device("cuda")
-    with pytest.raises(UserError, match=r"--device cuda:1: no CUDA GPU"):
+    with pytest.raises(UserError, match=r"device cuda:1: no CUDA GPU"):
         pick_device("cuda:1")
 
 

@@ -13,8 +13,9 @@ from torchvision import transforms
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.models.encoder import ClipEncoder
-from rs_vlm_app.models.factory import ModelRequest, load_model
+from rs_vlm_app.models.factory import load_model
 from rs_vlm_app.models.preprocess import fast_tile_transform, selo_tile_transform
+from rs_vlm_app.models.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def scene_rgb(selo_parity):
 
 @pytest.fixture(scope="module")
 def parity_encoder(selo_parity):
-    loaded = load_model(ModelRequest(model_config=selo_parity / "tiny_clip.json",
+    loaded = load_model(ModelSpec(model_config=selo_parity / "tiny_clip.json",
                                      checkpoint=selo_parity / "tiny_clip.pt"), device="cpu")
     return ClipEncoder(loaded, batch_size=16)
 

@@ -11,9 +11,11 @@ import torch
 from rs_vlm_app import paths
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.models import factory
+from rs_vlm_app.models.cache import ModelCache, ModelLoadError
 from rs_vlm_app.models.catalogue import load_catalogue
 from rs_vlm_app.models.encoder import ClipEncoder
-from rs_vlm_app.models.factory import ModelRequest, check_request, fingerprint, get_model, load_model
+from rs_vlm_app.models.factory import check_model_spec, fingerprint, load_model
+from rs_vlm_app.models.spec import ModelSpec
 from tests import tinymodels
 
 TEST_CATALOGUE = """
@@ -58,8 +60,8 @@ def activation(model) -> str:
 
 
 def test_quick_gelu_flag_of_the_catalogue_reaches_the_model(tiny_catalogue):
-    quick = load_model(ModelRequest(name="tiny-quick"), device="cpu")
-    plain = load_model(ModelRequest(name="tiny-plain"), device="cpu")
+    quick = load_model(ModelSpec(name="tiny-quick"), device="cpu")
+    plain = load_model(ModelSpec(name="tiny-plain"), device="cpu")
     assert activation(quick.model) == "QuickGELU" and quick.quick_gelu
     assert activation(plain.model) == "GELU" and not plain.quick_gelu
     assert type(quick.model.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"  # text tower too
@@ -69,20 +71,20 @@ def test_quick_gelu_flag_of_the_catalogue_reaches_the_model(tiny_catalogue):
 
 
 def test_request_override_and_default_entry(tiny_catalogue):
-    overridden = load_model(ModelRequest(name="tiny-quick", quick_gelu=False), device="cpu")
+    overridden = load_model(ModelSpec(name="tiny-quick", quick_gelu=False), device="cpu")
     assert activation(overridden.model) == "GELU"
-    default = load_model(ModelRequest(), device="cpu")
+    default = load_model(ModelSpec(), device="cpu")
     assert default.display_name == "tiny-plain" and default.entry.name == "tiny-plain"
 
 
 def test_catalogue_model_with_an_explicit_checkpoint(tiny_catalogue, wide_clip):
     with pytest.raises(UserError, match="does not fit model tiny-quick"):
-        load_model(ModelRequest(name="tiny-quick", checkpoint=wide_clip["checkpoint"]), device="cpu")
+        load_model(ModelSpec(name="tiny-quick", checkpoint=wide_clip["checkpoint"]), device="cpu")
 
 
 @pytest.mark.parametrize("fmt", tinymodels.FORMATS + tinymodels.EXTRA_FORMATS)
 def test_every_layout_embeds_like_the_in_memory_model(tiny_clip, tiny_clip_formats, fmt):
-    loaded = load_model(ModelRequest(checkpoint=tiny_clip_formats[fmt], model_config=tiny_clip["config"]),
+    loaded = load_model(ModelSpec(checkpoint=tiny_clip_formats[fmt], model_config=tiny_clip["config"]),
                         device="cpu")
     encoder = ClipEncoder(loaded)
     rng = np.random.default_rng(0)
@@ -100,7 +102,7 @@ def test_every_layout_embeds_like_the_in_memory_model(tiny_clip, tiny_clip_forma
 
 
 def test_parity_config_and_checkpoint_load(selo_parity):
-    loaded = load_model(ModelRequest(model_config=selo_parity / "tiny_clip.json",
+    loaded = load_model(ModelSpec(model_config=selo_parity / "tiny_clip.json",
                                      checkpoint=selo_parity / "tiny_clip.pt"), device="cpu")
     assert (loaded.family, loaded.image_size, loaded.embed_dim, loaded.context_length) == ("clip", 224, 64, 77)
     assert loaded.display_name == "tiny_clip.pt (tiny_clip.json)"
@@ -111,7 +113,7 @@ def test_user_config_named_like_a_builtin_does_not_replace_it(tmp_path, tiny_cli
     import open_clip
 
     shadow = tinymodels.write_config(tmp_path, "ViT-B-32", tinymodels.tiny_config("clip"))
-    loaded = load_model(ModelRequest(model_config=shadow, checkpoint=tiny_clip["checkpoint"]), device="cpu")
+    loaded = load_model(ModelSpec(model_config=shadow, checkpoint=tiny_clip["checkpoint"]), device="cpu")
     assert loaded.arch.startswith("rsvlm-ViT-B-32-")
     assert open_clip.get_model_config("ViT-B-32")["embed_dim"] == 512
 
@@ -122,24 +124,27 @@ def test_open_clip_config_json_with_preprocess_cfg(tmp_path, tiny_clip):
     path = tmp_path / "open_clip_config.json"
     path.write_text(json.dumps({"model_cfg": tinymodels.tiny_config("clip"),
                                 "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
-    loaded = load_model(ModelRequest(model_config=path, checkpoint=tiny_clip["checkpoint"]), device="cpu")
+    loaded = load_model(ModelSpec(model_config=path, checkpoint=tiny_clip["checkpoint"]), device="cpu")
     assert loaded.mean == (0.5, 0.5, 0.5) and loaded.std == (0.25, 0.25, 0.25)
 
 
 @pytest.mark.parametrize("request_kwargs, problem", [
-    ({"arch": "ViT-B-32"}, "--arch describes the file given with --checkpoint FILE"),
-    ({"model_config": "cfg.json"}, "--model-config describes the file given with --checkpoint FILE"),
-    ({"arch": "ViT-B-32", "model_config": "cfg.json", "checkpoint": "x.pt"}, "give --arch or --model-config, not both"),
-    ({"name": "georsclip-vit-b-32", "arch": "ViT-L-14", "checkpoint": "CKPT"}, "--model takes its architecture"),
-    ({"checkpoint": "CKPT"}, "needs its architecture: --arch ARCH"),
-    ({"checkpoint": "missing.pt", "arch": "ViT-B-32"}, "missing.pt: checkpoint file not found"),
+    ({"arch": "ViT-B-32"}, "arch describes the weights file given as checkpoint; give the checkpoint too"),
+    ({"model_config": "cfg.json"}, "model_config describes the weights file given as checkpoint"),
+    ({"arch": "ViT-B-32", "model_config": "cfg.json", "checkpoint": "x.pt"},
+     "arch and model_config both describe the checkpoint's architecture; give one of them"),
+    ({"name": "georsclip-vit-b-32", "arch": "ViT-L-14", "checkpoint": "CKPT"},
+     "a catalogue model name brings its own architecture"),
+    ({"checkpoint": "CKPT"}, "needs its architecture: arch (an open_clip name such as ViT-B-32)"),
+    ({"checkpoint": "missing.pt", "arch": "ViT-B-32"}, "missing.pt: model file not found"),
     ({"name": "no-such-model"}, "unknown model 'no-such-model'"),
 ])
 def test_bad_requests_fail_before_loading(tiny_clip, request_kwargs, problem):
     kwargs = {k: (tiny_clip["checkpoint"] if v == "CKPT" else v) for k, v in request_kwargs.items()}
     with pytest.raises(UserError) as err:
-        check_request(ModelRequest(**kwargs))
+        check_model_spec(ModelSpec(**kwargs))
     assert problem in str(err.value) and "\n" not in str(err.value)
+    assert "--" not in str(err.value)  # field names, not one front end's flags: GUI and QGIS show these too
 
 
 def test_bad_model_configs(tmp_path, tiny_clip):
@@ -151,13 +156,13 @@ def test_bad_model_configs(tmp_path, tiny_clip):
                           (broken, "model config is not valid JSON"),
                           (notcfg, "not an open_clip model config: missing embed_dim, vision_cfg, text_cfg")]:
         with pytest.raises(UserError) as err:
-            check_request(ModelRequest(model_config=path, checkpoint=tiny_clip["checkpoint"]))
+            check_model_spec(ModelSpec(model_config=path, checkpoint=tiny_clip["checkpoint"]))
         assert str(err.value).startswith(f"{path}: {problem}")
 
 
 def test_unknown_arch_lists_close_open_clip_names(tiny_clip):
     with pytest.raises(UserError) as err:
-        load_model(ModelRequest(checkpoint=tiny_clip["checkpoint"], arch="ViT-B-23"), device="cpu")
+        load_model(ModelSpec(checkpoint=tiny_clip["checkpoint"], arch="ViT-B-23"), device="cpu")
     message = str(err.value)
     assert message.startswith("unknown open_clip architecture 'ViT-B-23'; did you mean ViT-B-32")
 
@@ -169,7 +174,7 @@ def test_arch_accepts_slash_and_case_spellings():
     assert check_arch("vit-l-14") == "ViT-L-14"
 
 
-def test_memo_loads_each_model_once(tiny_clip, monkeypatch):
+def test_cache_loads_each_model_once_and_never_moves_it(tiny_clip, monkeypatch):
     calls = []
     real = factory.load_model
 
@@ -178,22 +183,30 @@ def test_memo_loads_each_model_once(tiny_clip, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(factory, "load_model", counting)
-    factory.clear_model_memo()
-    request = ModelRequest(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"])
-    first = get_model(request, "cpu", "fp32")
-    second = get_model(ModelRequest(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"]), "cpu")
-    assert first is second and len(calls) == 1
-    with pytest.raises(UserError, match="this needs a CoCa caption model"):
-        get_model(request, "cpu", expect_family="coca")
-    factory.clear_model_memo()
+    cache = ModelCache()
+    spec = ModelSpec(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"], device="cpu",
+                     precision="fp32")
+    first = cache.loaded(spec, "clip")
+    second = cache.loaded(ModelSpec(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"],
+                                    device="cpu", precision="fp32"), "clip")
+    assert first is second and len(calls) == 1 and cache.loads == 1
+    encoder = cache.clip_encoder(spec)
+    assert encoder is cache.clip_encoder(spec) and encoder.loaded is first  # built once on the one model
+    other_batch = cache.clip_encoder(spec.replace(batch_size=3))
+    assert other_batch.batch_size == 3 and other_batch.loaded is first and cache.loads == 1
+    with pytest.raises(ModelLoadError, match="this needs a CoCa caption model"):
+        cache.loaded(spec, "coca")
+    with pytest.raises(ValueError, match="was loaded on cpu"):
+        ClipEncoder(first, device="cuda")  # a shared model is never moved by whoever wraps it
+    assert first.device == "cpu"
 
 
 def test_request_key_follows_the_file(tmp_path, tiny_clip):
     copy = tmp_path / "copy.pt"
     shutil.copy(tiny_clip["checkpoint"], copy)
-    a = ModelRequest(checkpoint=copy, arch="ViT-B-32")
-    assert a.key() == ModelRequest(checkpoint=copy, arch="ViT-B-32", allow_download=False).key()
-    assert a.key() != ModelRequest(checkpoint=copy, arch="ViT-B-32", quick_gelu=True).key()
+    a = ModelSpec(checkpoint=copy, arch="ViT-B-32")
+    assert a.key() == ModelSpec(checkpoint=copy, arch="ViT-B-32", allow_download=False).key()
+    assert a.key() != ModelSpec(checkpoint=copy, arch="ViT-B-32", quick_gelu=True).key()
     before = a.key()
     with open(copy, "ab") as f:
         f.write(b"0")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.models.factory import ModelRequest, load_model
+from rs_vlm_app.models.factory import load_model
 from rs_vlm_app.models.loading import load_weights, read_state_dict
+from rs_vlm_app.models.spec import ModelSpec
 from rs_vlm_app.models.weights_info import describe_state_dict
 from tests import tinymodels
 
@@ -103,7 +104,7 @@ def test_torchscript_archive_is_refused(tmp_path):
     with pytest.raises(UserError) as err:
         read_state_dict(path)
     message = one_line(err)
-    assert "TorchScript (JIT) archive" in message and "--model openai-vit-b-32" in message
+    assert "TorchScript (JIT) archive" in message and "catalogue models openai-vit-b-32" in message
 
 
 def test_git_lfs_pointer_and_html_page(tmp_path):
@@ -154,7 +155,7 @@ def test_partial_checkpoint_is_never_loaded(tiny_clip):
 
 
 def test_wrong_architecture_names_model_file_keys_and_sizes(tiny_clip, wide_clip):
-    request = ModelRequest(checkpoint=wide_clip["checkpoint"], model_config=tiny_clip["config"])
+    request = ModelSpec(checkpoint=wide_clip["checkpoint"], model_config=tiny_clip["config"])
     with pytest.raises(UserError) as err:
         load_model(request, device="cpu")
     message = one_line(err)
@@ -166,7 +167,7 @@ def test_wrong_architecture_names_model_file_keys_and_sizes(tiny_clip, wide_clip
 
 
 def test_coca_file_described_when_built_as_a_clip(tiny_clip, tiny_coca):
-    request = ModelRequest(checkpoint=tiny_coca["checkpoint"], model_config=tiny_clip["config"])
+    request = ModelSpec(checkpoint=tiny_coca["checkpoint"], model_config=tiny_clip["config"])
     with pytest.raises(UserError) as err:
         load_model(request, device="cpu")  # no expected family: the key check explains the mismatch
     message = one_line(err)
@@ -175,25 +176,25 @@ def test_coca_file_described_when_built_as_a_clip(tiny_clip, tiny_coca):
 
 
 def test_coca_given_where_a_clip_is_needed_and_the_reverse(tiny_clip, tiny_coca):
-    coca_as_clip = ModelRequest(checkpoint=tiny_coca["checkpoint"], model_config=tiny_coca["config"])
+    coca_as_clip = ModelSpec(checkpoint=tiny_coca["checkpoint"], model_config=tiny_coca["config"])
     with pytest.raises(UserError) as err:
         load_model(coca_as_clip, device="cpu", expect_family="clip")
     assert "is a CoCa caption model; this needs a CLIP model" in one_line(err)
 
-    clip_as_coca = ModelRequest(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"])
+    clip_as_coca = ModelSpec(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"])
     with pytest.raises(UserError) as err:
         load_model(clip_as_coca, device="cpu", expect_family="coca")
     assert "is a CLIP model; this needs a CoCa caption model (a CLIP model cannot write captions)" in one_line(err)
 
     # a CoCa file described as a CLIP architecture is still recognised by its keys
-    coca_file_clip_arch = ModelRequest(checkpoint=tiny_coca["checkpoint"], model_config=tiny_clip["config"])
+    coca_file_clip_arch = ModelSpec(checkpoint=tiny_coca["checkpoint"], model_config=tiny_clip["config"])
     with pytest.raises(UserError) as err:
         load_model(coca_file_clip_arch, device="cpu", expect_family="clip")
     assert one_line(err).startswith(f"{tiny_coca['checkpoint']} is a CoCa caption model; this needs a CLIP model")
 
 
 def test_coca_checkpoint_loads_as_coca(tiny_coca):
-    loaded = load_model(ModelRequest(checkpoint=tiny_coca["checkpoint"], model_config=tiny_coca["config"]),
+    loaded = load_model(ModelSpec(checkpoint=tiny_coca["checkpoint"], model_config=tiny_coca["config"]),
                         device="cpu", expect_family="coca")
     assert loaded.family == "coca" and type(loaded.model).__name__ == "CoCa"
     expected = tiny_coca["model"].state_dict()
@@ -206,3 +207,26 @@ def test_describe_state_dict(tiny_clip, tiny_coca):
             clip.vision_layers, clip.text_width, clip.context_length) == ("clip", "ViT", 32, 64, 16, 64, 1, 64, 32)
     assert describe_state_dict(tiny_coca["model"].state_dict()).family == "coca"
     assert describe_state_dict({"weight": torch.zeros(2)}).family is None
+
+
+def test_a_model_built_on_meta_takes_the_checkpoint_tensors_without_a_copy(tmp_path):
+    """parameters_on_meta: no parameter memory and no random initialisation at build time; the loaded
+    model's parameters are the checkpoint's own tensors (same storage), buffers stay real."""
+    from rs_vlm_app.models.loading import parameters_on_meta
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 32)
+            self.register_buffer("mask", torch.ones(4), persistent=False)
+
+    with parameters_on_meta():
+        net = Net()
+    assert net.linear.weight.device.type == "meta" and net.mask.device.type == "cpu"
+    state = {"linear.weight": torch.randn(32, 64), "linear.bias": torch.randn(32, dtype=torch.float16)}
+    load_weights(net, state, model_name="net", path=tmp_path / "net.pt")
+    assert net.linear.weight.data_ptr() == state["linear.weight"].data_ptr()  # assigned, not copied
+    assert net.linear.bias.dtype == torch.float32  # the model's dtype is kept
+    torch.testing.assert_close(net.linear(torch.ones(1, 64)),
+                               torch.ones(1, 64) @ state["linear.weight"].T + state["linear.bias"].float())
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"  # the patch is gone after the block

@@ -39,6 +39,13 @@ def fill_hf_cache(repo: str, filename: str, payload: bytes = b"weights") -> Path
 HUB = entry(HubFile("org/repo", "ckpt/model.pt"))
 
 
+@pytest.fixture(autouse=True)
+def reachable_hub(request, monkeypatch):
+    """The hub counts as reachable (its client is replaced), except in the unreachable-hub test."""
+    if "unreachable_hub" not in request.node.name:
+        monkeypatch.setattr(resolve, "check_reachable", lambda url, timeout=None: None)
+
+
 def test_expected_path_is_in_the_rsvlm_cache():
     assert expected_path(HUB) == paths.models_cache_dir() / "test-model" / "model.pt"
 
@@ -72,7 +79,7 @@ def test_offline_missing_model_is_one_line_saying_where_to_put_it(monkeypatch):
     target = paths.models_cache_dir() / "test-model" / "model.pt"
     assert str(err.value) == (
         f"model 'test-model' is not in the cache and downloads are off (HF_HUB_OFFLINE is set): put model.pt "
-        f"from https://huggingface.co/org/repo/blob/main/ckpt/model.pt at {target}, or pass --checkpoint FILE"
+        f"from https://huggingface.co/org/repo/blob/main/ckpt/model.pt at {target}, or give that file as the checkpoint"
     )
 
 
@@ -82,14 +89,14 @@ def test_rsvlm_offline_variable_and_explicit_refusal(monkeypatch):
     with pytest.raises(UserError, match=r"downloads are off \(RSVLM_OFFLINE is set\)"):
         resolve_checkpoint(HUB)
     monkeypatch.delenv("RSVLM_OFFLINE")
-    with pytest.raises(UserError, match=r"not in the cache and downloads are off \(--offline\)"):
+    with pytest.raises(UserError, match=r"not in the cache and downloads are off \(offline\)"):
         resolve_checkpoint(HUB, allow_download=False)
 
 
 def test_hub_download_when_allowed(monkeypatch, tmp_path):
     calls = []
 
-    def fake_download(repo_id, filename, revision=None, cache_dir=None):
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, **_kwargs):
         calls.append((repo_id, filename, revision))
         path = tmp_path / "downloaded.pt"
         path.write_bytes(b"weights")
@@ -109,13 +116,13 @@ def test_failed_download_is_a_one_line_error(monkeypatch):
         resolve_checkpoint(HUB, allow_download=True)
     message = str(err.value)
     assert "its download failed (ConnectionError: Name or service not known (more detail))" in message
-    assert str(expected_path(HUB)) in message and "--checkpoint FILE" in message and "\n" not in message
+    assert str(expected_path(HUB)) in message and "give that file as the checkpoint" in message and "\n" not in message
 
 
 def test_open_clip_source_tries_safetensors_then_bin(monkeypatch, tmp_path):
     calls = []
 
-    def fake_download(repo_id, filename, revision=None, cache_dir=None):
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, **_kwargs):
         calls.append(filename)
         if filename.endswith(".safetensors"):
             raise FileNotFoundError("404")
@@ -142,7 +149,7 @@ def test_user_file_never_downloads_and_says_where_to_copy_it(monkeypatch):
         resolve_checkpoint(user, allow_download=True)
     target = paths.models_cache_dir() / "hqrs-clip" / "HQRS-CLIP.pt"
     assert str(err.value) == (f"model 'hqrs-clip' is a file you supply (from the authors) and it is not in the "
-                              f"cache: copy it to {target}, or pass --checkpoint FILE")
+                              f"cache: copy it to {target}, or give that file as the checkpoint")
 
 
 def test_user_file_under_another_name_is_found_when_it_is_the_only_checkpoint():
@@ -209,3 +216,27 @@ def test_offline_reason(monkeypatch):
     assert resolve.offline_reason() is None
     monkeypatch.setenv("RSVLM_OFFLINE", "true")
     assert resolve.offline_reason() == "RSVLM_OFFLINE is set"
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9", "http://rsvlm-no-such-host.invalid"])
+def test_an_unreachable_hub_fails_at_once_without_retries(monkeypatch, endpoint):
+    """A closed port (connection refused) or a name that does not resolve: the one-line error comes in
+    well under the hub client's retry loop (five retries with back-off: 38 s)."""
+    import time
+
+    from rs_vlm_app.models import download
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(download, "_probed", {})
+    calls = []
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda **kwargs: calls.append(kwargs))
+    started = time.monotonic()
+    with pytest.raises(UserError) as err:
+        resolve_checkpoint(HUB, allow_download=True)
+    message = str(err.value)
+    assert "its download failed (" in message and "\n" not in message
+    assert ("refused the connection" in message) if "127.0.0.1" in endpoint else ("cannot resolve" in message)
+    assert time.monotonic() - started < 5
+    assert calls == []  # the hub client was never asked

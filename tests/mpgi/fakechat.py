@@ -1,6 +1,7 @@
 """A small OpenAI-compatible chat server of our own on 127.0.0.1 that misbehaves on request.
 
-It answers ``POST /v1/chat/completions`` with a reply made by ``responder(body)``, or, per request,
+It answers ``POST /v1/chat/completions`` with a reply made by ``responder(body)`` (text, or a dict of
+message fields and ``finish_reason`` for replies such as reasoning-only or cut-off ones), or, per request,
 with a scripted fault: an HTTP error, a 429 with Retry-After, a reply that is not JSON, JSON without
 choices, empty content, a hang longer than the client's timeout, or a dropped connection. With
 ``upstream`` set it forwards the requests it does not break to a real server (a fault-injecting proxy).
@@ -43,6 +44,7 @@ class FakeChatServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.faults: list[tuple[Action, dict]] = []  # (action, body) of every broken request
+        self.replies: list[tuple[dict, Any]] = []  # (body, reply) of every answered request
         self._script: deque[Action] = deque()
         self.rule: Callable[[dict, int], Action | None] | None = None
         self._lock = threading.Lock()
@@ -52,6 +54,7 @@ class FakeChatServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.answer_preflight = True  # answer the start-up check outside the script and the rule
+        self.record = True  # keep every request and reply (a long benchmark turns this off)
 
     # ------------------------------------------------------------------------------ set-up
     def script(self, *actions: Action) -> None:
@@ -131,7 +134,8 @@ class FakeChatServer:
         with self._lock:
             self._counter += 1
             number = self._counter
-            self.requests.append(body)
+            if self.record:
+                self.requests.append(body)
             action: Action | None = self._script.popleft() if self._script else None
             if action is None and self.rule is not None:
                 action = self.rule(body, number)
@@ -183,20 +187,33 @@ class FakeChatServer:
             except urllib.error.HTTPError as exc:
                 handler._send(exc.code, None, raw=exc.read())
             return
-        text = self.responder(body) if self.responder else f"Reply {number}: an aerial image of a test scene."
-        handler._send(200, _completion(text))
+        reply = self.responder(body) if self.responder else f"Reply {number}: an aerial image of a test scene."
+        if self.record:
+            with self._lock:
+                self.replies.append((body, reply))
+        handler._send(200, _completion(reply))
 
 
-def _completion(text: str) -> dict[str, Any]:
+def _completion(reply: str | dict[str, Any]) -> dict[str, Any]:
+    """A chat completion; ``reply`` is the content, or {"content", "reasoning_content", "finish_reason"}."""
+    fields = dict(reply) if isinstance(reply, dict) else {"content": reply}
+    finish = fields.pop("finish_reason", "stop")
     return {"id": "fake", "object": "chat.completion", "created": int(time.time()), "model": "fake",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", **fields}}]}
 
 
 def main() -> None:
-    """``python -m tests.mpgi.fakechat``: serve instant replies on 127.0.0.1 until killed; prints the base URL."""
+    """``python -m tests.mpgi.fakechat [--delay-ms MS]``: serve replies on 127.0.0.1 until killed, each
+    after MS milliseconds (a server's latency); prints the base URL."""
+    import argparse
     import sys
 
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
     server = FakeChatServer().start()
+    server.delay_s = args.delay_ms / 1000.0
+    server.record = False
     print(server.base_url, flush=True)
     try:
         threading.Event().wait()

@@ -194,6 +194,7 @@ def test_faults_injected_in_front_of_the_real_server_are_retried(tmp_path, serve
             data.class_folders(tmp_path / "AID", {"forest": 2}))}], perspectives=("scene",))
         for backend in config_dict["backends"].values():
             backend.update(base_url=proxy.base_url, retries=3)
+        config_dict["integration"]["identical_retries"] = 0  # the tiny model says one sentence to everything
         summary = build_dataset(BuildConfig.from_dict(config_dict))
     assert summary.status == "completed" and summary.retried == 4
     manifest = tmp_path / "out" / "manifest.sqlite"

@@ -20,10 +20,10 @@ SCENES = {"forest": "A dense green forest canopy.", "river": "A winding river be
 
 def responder(body):
     text = user_text(body)
-    if "Write one" not in text:
+    if " caption 1 of " not in text:
         return "A description."
     scene = next(s for s in SCENES if f"classified as {s}." in text)
-    return SCENES[scene] + (" Short." if "Write one short" in text else " Long.")
+    return SCENES[scene] + (" Short." if "Write short caption" in text else " Long.")
 
 
 def clip_config(tmp_path, base_url, tiny_clip, min_score):
@@ -38,7 +38,8 @@ def clip_config(tmp_path, base_url, tiny_clip, min_score):
 
 def test_clip_scores_pair_each_caption_with_its_own_image_and_flag_low_ones(tmp_path, fake_server, tiny_clip):
     from rs_vlm_app.models.encoder import ClipEncoder
-    from rs_vlm_app.models.factory import ModelRequest, load_model
+    from rs_vlm_app.models.factory import load_model
+    from rs_vlm_app.models.spec import ModelSpec
 
     fake_server.responder = responder
     config = clip_config(tmp_path, fake_server.base_url, tiny_clip, min_score=-1.0)
@@ -47,7 +48,7 @@ def test_clip_scores_pair_each_caption_with_its_own_image_and_flag_low_ones(tmp_
                                        "ON i.id = o.image_id WHERE o.stage LIKE 'caption:%' ORDER BY o.image_id, o.stage")
     assert len(rows) == 12 and all(verdict == "keep" for *_, verdict in rows)
     # the scores are the cosine of the model's own embeddings of that image and that caption
-    encoder = ClipEncoder(load_model(ModelRequest(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"]),
+    encoder = ClipEncoder(load_model(ModelSpec(checkpoint=tiny_clip["checkpoint"], model_config=tiny_clip["config"]),
                                      device="cpu", expect_family="clip"))
     from PIL import Image
 

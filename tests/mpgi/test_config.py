@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,8 @@ def test_yaml_config_resolves_paths_against_its_folder_and_round_trips(tmp_path)
     assert config.sources[0].root == tmp_path / "cfg" / "images"
     assert config.sources[1] == CocoSource(annotations=tmp_path / "cfg" / "dior" / "train.json",
                                            images=Path("/abs/images"), name="dior")
-    assert config.perspectives.prompts == ("scene", str(tmp_path / "cfg" / "my_prompts" / "water.yaml"))
+    assert [p.prompt for p in config.perspectives.prompts] == [
+        "scene", str(tmp_path / "cfg" / "my_prompts" / "water.yaml")]
     assert isinstance(config.backends["mllm"], OpenAIBackend)
     assert [name for name, _ in config.integration.slots()] == ["short", "long"]
     plain = json.loads(json.dumps(config.to_dict()))
@@ -107,4 +109,29 @@ def test_the_documented_example_config_is_valid():
     assert [s.type for s in config.sources] == ["folder", "coco", "dota"]
     assert [name for name, _ in config.integration.slots()] == [
         "short-1", "short-2", "medium-1", "medium-2", "detailed-1", "detailed-2"]
-    assert config.stage_backends() == {"relay": "vlm", "integration": "llm", "perspectives": "vlm"}
+    assert config.stage_backends() == {
+        "relay.backend": "vlm", "perspectives.prompts[0].backend": "vlm", "perspectives.prompts[1].backend": "vlm",
+        "perspectives.prompts[2].backend": "vlm", "integration.backend": "llm"}
+
+
+def test_perspectives_as_a_list_with_a_backend_each_and_a_relay_chain(tmp_path):
+    config_dict = minimal(tmp_path)
+    config_dict["relay"] = {"chain": ["mllm", "llm"]}
+    config_dict["perspectives"] = ["scene", {"prompt": "objects", "backend": "llm", "temperature": 0.3}]
+    config = BuildConfig.from_dict(config_dict, base_dir=tmp_path)
+    assert config.relay.backends() == ["mllm", "llm"]
+    assert config.stage_backends() == {"relay.chain[0]": "mllm", "relay.chain[1]": "llm",
+                                       "perspectives.prompts[0].backend": "mllm",
+                                       "perspectives.prompts[1].backend": "llm", "integration.backend": "llm"}
+    assert BuildConfig.from_dict(json.loads(json.dumps(config.to_dict())), base_dir=tmp_path) == config
+    for change, message in [
+        (lambda c: c["relay"].update(backend="llm"), "relay: give 'backend' (one model) or 'chain'"),
+        (lambda c: c["relay"].update(chain=["mllm", "qwen"]), "relay.chain[1]: no backend named 'qwen'"),
+        (lambda c: c.update(perspectives=[{"prompt": "scene", "backend": "x"}]),
+         "perspectives.prompts[0].backend: no backend named 'x'"),
+        (lambda c: c.update(perspectives=[{"backend": "llm"}]), "perspectives.prompts[0].prompt: missing (required)"),
+    ]:
+        broken = json.loads(json.dumps(config_dict))
+        change(broken)
+        with pytest.raises(UserError, match=re.escape(message)):
+            BuildConfig.from_dict(broken, base_dir=tmp_path)

@@ -6,6 +6,7 @@ import base64
 import io
 import itertools
 import json
+import re
 import shutil
 
 import pytest
@@ -111,7 +112,7 @@ def test_one_build_per_manifest_at_a_time(tmp_path):
 
 def test_shards_build_separately_and_merge(tmp_path, fake_server):
     counter = itertools.count()  # next() is atomic: every other reply is unique
-    fake_server.responder = lambda body: ("The same short caption." if "Write one short" in user_text(body)
+    fake_server.responder = lambda body: ("The same short caption." if "Write short caption" in user_text(body)
                                           else f"Unique text {next(counter)}.")
     config = folder_config(tmp_path, fake_server.base_url, images=12, perspectives=(),
                            quality={"duplicates": "drop", "length": "off"})
@@ -209,7 +210,11 @@ def test_concurrency_is_bounded_per_backend(tmp_path, fake_server):
 def test_each_stage_on_its_own_endpoint(tmp_path, fake_server):
     from tests.mpgi.fakechat import FakeChatServer
 
-    with FakeChatServer(responder=lambda body: "A caption from the second server.") as second:
+    def second_responder(body):
+        length = re.search(r"Write (\w+) caption", user_text(body)).group(1)
+        return f"A {length} caption from the second server."
+
+    with FakeChatServer(responder=second_responder) as second:
         config = data.build_config(tmp_path / "out", [{"type": "folder", "root": str(
             data.class_folders(tmp_path / "AID", {"forest": 2}))}], data.openai_backend(fake_server.base_url, "vl-model"),
             data.openai_backend(second.base_url, "text-model"))
@@ -222,7 +227,7 @@ def test_each_stage_on_its_own_endpoint(tmp_path, fake_server):
     assert {b["model"] for b in second.requests} == {"text-model"}
     assert not any(has_image(b) for b in second.requests)
     captions = query(tmp_path / "out" / "manifest.sqlite", "SELECT DISTINCT text FROM outputs WHERE stage LIKE 'caption:%'")
-    assert captions == [("A caption from the second server.",)]
+    assert sorted(captions) == [("A long caption from the second server.",), ("A short caption from the second server.",)]
 
 
 def test_a_fixed_or_added_image_joins_the_next_build(tmp_path, fake_server):

@@ -58,7 +58,7 @@ FACTS = {"two airplanes": "a.png", "one storage tank": "b.png", "one ship": "c.p
 
 def responder(body):
     text = user_text(body)
-    match = re.search(r"Write one (\w+) caption", text)
+    match = re.search(r"Write (\w+) caption", text)
     if not match:
         return "A description of the image."
     image = next(name for phrase, name in FACTS.items() if f"The image contains {phrase}." in text)
@@ -121,7 +121,7 @@ def test_quality_verdicts_reach_the_manifest_the_status_and_the_exports(tmp_path
 
 
 def test_near_duplicates_within_an_image(tmp_path, fake_server):
-    fake_server.responder = lambda body: ("A harbor with two ships and many cranes." if "Write one long" in user_text(body)
+    fake_server.responder = lambda body: ("A harbor with two ships and many cranes." if "Write long caption" in user_text(body)
                                           else "A harbor with two ships and cranes.")
     config = data.build_config(tmp_path / "out", [{"type": "folder", "root": str(
         data.class_folders(tmp_path / "AID", {"harbor": 1}))}], data.openai_backend(fake_server.base_url, "fake"),

@@ -34,7 +34,7 @@ QGIS_APP = start_app(cleanup=False)
 sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN_ID = "rs_vlm"
+PLUGIN_ID = "rsvlm_qgis"
 
 
 def _find_shared() -> Path:
@@ -102,10 +102,10 @@ def installed_plugin(need_app):
     plugins = profiles_dir() / "default" / "python" / "plugins"
     assert (plugins / PLUGIN_ID / "protocol.py").is_file()
     sys.path.insert(0, str(plugins))
-    import rs_vlm
+    import rsvlm_qgis
 
-    assert Path(rs_vlm.__file__).resolve().parent == (plugins / PLUGIN_ID).resolve()
-    return rs_vlm
+    assert Path(rsvlm_qgis.__file__).resolve().parent == (plugins / PLUGIN_ID).resolve()
+    return rsvlm_qgis
 
 
 _KINDS_SCRIPT = (
@@ -230,3 +230,46 @@ def pytest_sessionfinish(session, exitstatus):
     project.removeAllMapLayers()
     project.clear()
     gc.collect()
+
+
+def area_layer(scene):
+    """Two polygons in EPSG:4326 (the scene is in UTM): the scene's west third (selected) and its east
+    tip (not selected)."""
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsCoordinateTransform,
+        QgsFeature,
+        QgsGeometry,
+        QgsRectangle,
+        QgsVectorLayer,
+    )
+
+    to_wgs84 = QgsCoordinateTransform(scene.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    box = scene.extent()
+    west = QgsRectangle(box.xMinimum(), box.yMinimum(), box.xMinimum() + box.width() / 3, box.yMaximum())
+    east = QgsRectangle(box.xMaximum() - box.width() / 10, box.yMinimum(), box.xMaximum(), box.yMaximum())
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", "area", "memory")
+    features = []
+    for rect in (west, east):
+        geometry = QgsGeometry.fromRect(rect)
+        geometry.transform(to_wgs84)
+        feature = QgsFeature()
+        feature.setGeometry(geometry)
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    QgsProject.instance().addMapLayer(layer)
+    layer.selectByIds([next(layer.getFeatures()).id()])
+    return layer
+
+
+def heat_map_valid_columns(path: str) -> tuple[int, int, int]:
+    """(first, last valid column, width) of a heat map's middle row."""
+    from qgis.core import QgsRasterLayer
+
+    heat = QgsRasterLayer(str(path), "heat", "gdal")
+    block = heat.dataProvider().block(1, heat.extent(), heat.width(), heat.height())
+    row = heat.height() // 2
+    valid = [c for c in range(heat.width()) if not block.isNoData(row, c)]
+    return valid[0], valid[-1], heat.width()
+

@@ -16,6 +16,7 @@ from tests.qgis.conftest import NAIP, REPO, app_checkout, app_python, profiles_d
 
 PLUGIN_SOURCE = REPO / "plugin_qgis"
 PROTOCOL = REPO / "rs_vlm_app" / "jobs" / "protocol.py"
+CLIENT = REPO / "rs_vlm_app" / "jobs" / "client.py"
 #: never in QGIS's process (torch/open_clip crash QGIS; rasterio runs on QGIS's older GDAL)
 FORBIDDEN_AT_RUNTIME = ("torch", "open_clip", "rasterio", "transformers", "torchvision", "rs_vlm_app",
                         "safetensors", "pyogrio")
@@ -50,6 +51,15 @@ def test_the_protocol_the_plugin_ships_is_standard_library_only():
     assert not bad
 
 
+def test_the_client_the_plugin_ships_imports_the_standard_library_and_the_protocol_only():
+    imports = _imports(CLIENT)
+    bad = [f"{line}: {module}" for line, module, level in imports
+           if level == 0 and not _allowed(module, level)]
+    relative = {(module, level) for _line, module, level in imports if level > 0}
+    assert not bad and relative == {("", 1)}
+    assert "from . import protocol" in CLIENT.read_text(encoding="utf-8")
+
+
 def test_plugin_code_keeps_to_qt6_compatible_spellings():
     """Qt6 removed exec_() and unscoped enums (Qt.AlignLeft); compiled .ui files are not used."""
     problems = []
@@ -73,15 +83,15 @@ import json, os, pkgutil, sys
 from qgis.testing import start_app
 app = start_app(cleanup=False)
 plugins_dir, repo, python, pythonpath, scene, checkpoint, config, out = sys.argv[1:9]
-sys.path.insert(0, plugins_dir)
 sys.path.insert(0, repo)
+sys.path.insert(0, plugins_dir)  # first: the plugin as installed, not the checkout's
 from qgis.core import QgsApplication, QgsProject, QgsSettings
-import rs_vlm
+import rsvlm_qgis
 from tests.qgis.desktop import DesktopInterface
 iface = DesktopInterface()
-plugin = rs_vlm.classFactory(iface)
+plugin = rsvlm_qgis.classFactory(iface)
 plugin.initGui()
-for module in pkgutil.walk_packages(rs_vlm.__path__, "rs_vlm."):
+for module in pkgutil.walk_packages(rsvlm_qgis.__path__, "rsvlm_qgis."):
     __import__(module.name)
 s = QgsSettings()
 s.setValue("rs_vlm/python", python)

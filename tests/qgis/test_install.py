@@ -32,16 +32,20 @@ def install(profiles: Path, *extra: str, check: bool = True):
 def test_install_copies_a_self_contained_plugin_and_records_the_python(need_app, profiles):
     ini = profiles / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True)
-    ini.write_text("[General]\nlocale\\userLocale=de\n\n[PythonPlugins]\nprocessing=true\nrs_vlm=false\n\n[qgis]\nx=1\n")
+    ini.write_text("[General]\nlocale\\userLocale=de\n\n[PythonPlugins]\nprocessing=true\nrsvlm_qgis=false\n\n"
+                   "[qgis]\nx=1\n")
     proc = install(profiles)
     plugin = profiles / "default" / "python" / "plugins" / PLUGIN_ID
-    assert str(plugin) in proc.stdout
+    assert str(plugin) in proc.stdout and "earlier release" not in proc.stdout
     assert not plugin.is_symlink()
     for name in ("__init__.py", "metadata.txt", "icon.svg", "LICENSE", "protocol.py", "styles/heatmap.qml",
                  "styles/hotspots.qml", "processing_provider/provider.py"):
         assert (plugin / name).is_file(), name
-    # the protocol copy is the app's own file, byte for byte
-    assert (plugin / "protocol.py").read_bytes() == (app_checkout() / "rs_vlm_app/jobs/protocol.py").read_bytes()
+    # the protocol and client copies are the app's own files, byte for byte; the class lists too
+    for name in ("protocol.py", "client.py"):
+        assert (plugin / name).read_bytes() == (app_checkout() / "rs_vlm_app/jobs" / name).read_bytes()
+    for name in ("aid.txt", "resisc45.txt", "eurosat.txt"):
+        assert (plugin / "classes" / name).read_bytes() == (app_checkout() / "resources/classes" / name).read_bytes()
     assert not list(plugin.rglob("__pycache__"))
     record = json.loads((profiles / "default" / "rs_vlm" / "app.json").read_text())
     assert Path(record["python"]).name.startswith("python")
@@ -50,7 +54,7 @@ def test_install_copies_a_self_contained_plugin_and_records_the_python(need_app,
     assert record["mode"] == "copy"
     # enabled, every other line of QGIS's settings kept as it was
     text = ini.read_text()
-    assert "rs_vlm=true" in text and "rs_vlm=false" not in text
+    assert "rsvlm_qgis=true" in text and "rsvlm_qgis=false" not in text
     assert "locale\\userLocale=de" in text and "processing=true" in text and "[qgis]\nx=1" in text
     # QGIS's own plugin finder accepts it
     found = dict(qgis_utils.findPlugins(str(plugin.parent)))
@@ -75,7 +79,7 @@ def test_install_into_a_profiles_path_of_any_name_enables_in_qgis3_ini(need_app,
     """QGIS started with --profiles-path DIR keeps DIR/profiles/NAME/QGIS/QGIS3.ini."""
     profiles = tmp_path / "my-qgis" / "profiles"
     install(profiles)
-    assert "rs_vlm=true" in (profiles / "default" / "QGIS" / "QGIS3.ini").read_text()
+    assert "rsvlm_qgis=true" in (profiles / "default" / "QGIS" / "QGIS3.ini").read_text()
 
 
 def test_install_into_a_named_profile_and_uninstall(need_app, profiles):
@@ -89,6 +93,40 @@ def test_install_into_a_named_profile_and_uninstall(need_app, profiles):
     assert not plugin.exists() and not (profiles / "analysis" / "rs_vlm" / "app.json").exists()
 
 
+def _legacy_folder(profiles: Path, name: str) -> Path:
+    """An earlier release's plugin folder ``rs_vlm`` (whose name clashes with the API's ``import rs_vlm``)."""
+    legacy = profiles / "default" / "python" / "plugins" / "rs_vlm"
+    legacy.mkdir(parents=True)
+    (legacy / "metadata.txt").write_text(f"[general]\nname={name}\nversion=0.0.9\n")
+    (legacy / "__init__.py").write_text("")
+    return legacy
+
+
+def test_install_and_uninstall_remove_our_legacy_rs_vlm_plugin_folder(need_app, profiles):
+    legacy = _legacy_folder(profiles, "rs-vlm")
+    ini = profiles / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True)
+    ini.write_text("[PythonPlugins]\nprocessing=true\nrs_vlm=true\n")
+    proc = install(profiles)
+    assert not legacy.exists()
+    assert f"removed the earlier release's plugin folder {legacy}" in proc.stdout
+    assert ini.read_text().splitlines() == ["[PythonPlugins]", "processing=true", f"{PLUGIN_ID}=true"]
+    # uninstall: the plugin, and a legacy folder that came back (an old installer run again)
+    _legacy_folder(profiles, "rs-vlm")
+    proc = run_app("-m", "rs_vlm_app", "qgis", "uninstall", "--profiles-dir", str(profiles))
+    plugin = profiles / "default" / "python" / "plugins" / PLUGIN_ID
+    assert proc.stdout.splitlines() == [f"removed {plugin}", f"removed {legacy}"]
+    assert not legacy.exists() and not plugin.exists()
+
+
+def test_a_foreign_rs_vlm_plugin_folder_is_left_alone(need_app, profiles):
+    legacy = _legacy_folder(profiles, "Someone else's plugin")
+    proc = install(profiles)
+    assert (legacy / "metadata.txt").is_file() and "earlier release" not in proc.stdout
+    run_app("-m", "rs_vlm_app", "qgis", "uninstall", "--profiles-dir", str(profiles))
+    assert (legacy / "metadata.txt").is_file()
+
+
 def test_install_into_a_missing_profile_says_which_exist(need_app, profiles):
     proc = install(profiles, "--profile", "nosuch", check=False)
     assert proc.returncode == 2
@@ -98,12 +136,13 @@ def test_install_into_a_missing_profile_says_which_exist(need_app, profiles):
 
 
 def test_package_zip_installs_as_one_folder_with_complete_metadata(need_app, tmp_path):
-    target = tmp_path / "rs_vlm.zip"
+    target = tmp_path / "rsvlm_qgis.zip"
     run_app("-m", "rs_vlm_app", "qgis", "package", "-o", str(target))
     with zipfile.ZipFile(target) as archive:
         names = archive.namelist()
         assert all(n.startswith(f"{PLUGIN_ID}/") for n in names)
         assert f"{PLUGIN_ID}/protocol.py" in names and f"{PLUGIN_ID}/LICENSE" in names
+        assert f"{PLUGIN_ID}/client.py" in names and f"{PLUGIN_ID}/classes/aid.txt" in names
         assert not [n for n in names if n.endswith(".pyc")]
         archive.extractall(tmp_path / "plugins")
     metadata = configparser.ConfigParser()

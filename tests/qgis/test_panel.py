@@ -17,7 +17,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from tests.qgis.conftest import LANDSAT, NAIP, wait_until
+from tests.qgis.conftest import LANDSAT, NAIP, area_layer, heat_map_valid_columns, wait_until
 
 
 @pytest.fixture
@@ -227,10 +227,10 @@ def test_a_worker_that_dies_is_reported_and_replaced(panel, plugin, iface):
     ("/nonexistent/python3", "/nonexistent/python3: the configured rs-vlm Python does not exist"),
 ])
 def test_no_or_a_missing_interpreter_is_reported_before_anything_starts(panel, iface, python, expected, monkeypatch):
-    import rs_vlm.settings
+    import rsvlm_qgis.settings
 
     scene = add_raster(NAIP)
-    monkeypatch.setattr(rs_vlm.settings, "detected_python", lambda: ("", "", ""))
+    monkeypatch.setattr(rsvlm_qgis.settings, "detected_python", lambda: ("", "", ""))
     QgsSettings().setValue("rs_vlm/python", python)
     try:
         panel.layer_combo.setLayer(scene)
@@ -248,7 +248,7 @@ def test_a_web_layer_is_refused_with_advice(panel, iface):
     panel.layer_combo.setLayer(wms)
     panel.query.setText("a lake")
     if panel.layer_combo.currentLayer() is not wms:  # an invalid WMS may be filtered out of the combo
-        from rs_vlm import sources
+        from rsvlm_qgis import sources
 
         with pytest.raises(sources.SourceError, match="web map service"):
             sources.raster_path(wms)
@@ -263,3 +263,33 @@ def test_an_empty_query_asks_for_one(panel, iface):
     assert panel.run_localize() is None
     assert any("type what to look for" in m for m in iface.messages())
 
+
+
+def test_an_area_of_selected_polygons_in_another_crs_masks_the_heat_map(panel, iface):
+    scene = add_raster(NAIP, "naip area")
+    area = area_layer(scene)  # EPSG:4326 polygons; the scene is UTM
+    panel.layer_combo.setLayer(scene)
+    panel.whole.setChecked(True)
+    panel.area_combo.setLayer(area)
+    panel.area_selected.setChecked(True)
+    panel.query.setText("a field")
+    QgsSettings().setValue("rs_vlm/grid", "128")
+    try:
+        task = panel.run_localize()
+        outcome = run(panel, task)
+        assert outcome.ok, outcome.message
+        aoi = task.spec["aoi"]
+        written = QgsVectorLayer(aoi.replace(":area", "|layername=area"), "written", "ogr")
+        assert written.crs().authid() == "EPSG:4326" and written.featureCount() == 1  # only the selected one
+        heat = [n.layer() for n in top_group("a field").findLayers() if n.layer().name() == "heat map"][0]
+        first, last, width = heat_map_valid_columns(heat.source())
+        assert first == 0 and width / 3 - 3 <= last + 1 <= width / 3 + 3
+        # no selection: one message, nothing started
+        area.removeSelection()
+        assert panel.run_localize() is None
+        assert any("no features are selected" in m for m in iface.messages())
+    finally:
+        QgsSettings().remove("rs_vlm/grid")
+        panel.area_combo.setLayer(None)
+        panel.area_selected.setChecked(False)
+        QgsProject.instance().removeMapLayer(area.id())

@@ -7,7 +7,7 @@ from qgis.core import QgsApplication
 
 def test_init_gui_adds_the_panel_menu_toolbar_options_page_and_provider(plugin, iface):
     menu = iface.plugin_menus["&rs-vlm"]
-    assert [a.text() for a in menu.actions()] == ["rs-vlm panel", "rs-vlm settings..."]
+    assert [a.text() for a in menu.actions()] == ["rs-vlm panel", "rs-vlm settings...", "Set up rs-vlm..."]
     assert plugin.actions[0] in iface.raster_toolbar.actions()
     assert [f.title() for f in iface.options_factories] == ["rs-vlm"]
     assert QgsApplication.processingRegistry().providerById("rsvlm") is plugin.provider

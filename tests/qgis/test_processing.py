@@ -23,7 +23,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from tests.qgis.conftest import LANDSAT, NAIP
+from tests.qgis.conftest import LANDSAT, NAIP, area_layer, heat_map_valid_columns
 
 ALGORITHMS = ("rsvlm:localize", "rsvlm:caption", "rsvlm:classify", "rsvlm:search", "rsvlm:dataset_build",
               "rsvlm:fine_tune")
@@ -204,3 +204,26 @@ def test_cancelling_feedback_cancels_the_job(registry, configured, tmp_path):
             "OUTPUT_HEATMAP": str(tmp_path / "h.tif"), "OUTPUT_HOTSPOTS": str(tmp_path / "h.gpkg")},
             feedback=feedback)
     assert not (tmp_path / "h.tif").exists()
+
+
+def test_an_area_in_another_crs_masks_the_heat_map(registry, configured, tmp_path):
+    from qgis.core import QgsProcessingFeatureSourceDefinition
+
+    scene = QgsRasterLayer(str(NAIP), "scene", "gdal")
+    area = area_layer(scene)
+    try:
+        feedback = Feedback()
+        result = processing.run("rsvlm:localize", {
+            "INPUT": str(NAIP), "QUERY": "a field", "GRID": "128", "HEATMAP_PIXEL": 4,
+            "AREA": QgsProcessingFeatureSourceDefinition(area.id(), selectedFeaturesOnly=True),
+            **model_params(configured), "OUTPUT_HEATMAP": str(tmp_path / "h.tif"),
+            "OUTPUT_TILES": str(tmp_path / "t.gpkg"), "OUTPUT_HOTSPOTS": str(tmp_path / "h.gpkg")},
+            feedback=feedback)
+        first, last, width = heat_map_valid_columns(result["OUTPUT_HEATMAP"])
+        assert first == 0 and width / 3 - 3 <= last + 1 <= width / 3 + 3  # the west third only; not the east tip
+        tiles = QgsVectorLayer(result["OUTPUT_TILES"], "tiles", "ogr")
+        scene_x = scene.extent().xMinimum() + scene.extent().width() / 3
+        assert tiles.featureCount() > 0 and all(f.geometry().boundingBox().xMinimum() < scene_x
+                                                for f in tiles.getFeatures())
+    finally:
+        QgsProject.instance().removeMapLayer(area.id())

@@ -39,7 +39,7 @@ def qgis_process(home: Path, *args: str, timeout: float = 300) -> subprocess.Com
 def test_qgis_process_lists_the_enabled_plugin_and_its_algorithms(home):
     plugins = qgis_process(home, "plugins")
     assert plugins.returncode == 0, plugins.stderr
-    assert "* rs_vlm" in plugins.stdout  # installed and enabled
+    assert "* rsvlm_qgis" in plugins.stdout  # installed and enabled
     listing = qgis_process(home, "list")
     assert "rsvlm:localize\tSemantic localization" in listing.stdout
     help_text = qgis_process(home, "help", "rsvlm:localize")

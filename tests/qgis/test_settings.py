@@ -18,8 +18,8 @@ from tests.qgis.conftest import app_checkout, app_python, profiles_dir, wait_unt
 @pytest.fixture
 def rs(installed_plugin):
     """The installed plugin's modules."""
-    import rs_vlm.appenv  # noqa: F401 - loads the submodules onto the package
-    import rs_vlm.settings  # noqa: F401 - makes installed_plugin.settings available
+    import rsvlm_qgis.appenv  # noqa: F401 - loads the submodules onto the package
+    import rsvlm_qgis.settings  # noqa: F401 - makes installed_plugin.settings available
 
     return installed_plugin
 
@@ -109,7 +109,7 @@ def test_worker_environment_drops_qgis_python_gdal_proj_and_library_paths(rs):
 
 
 def test_test_connection_shows_the_workers_versions_and_device(rs, clean_python_setting, iface):
-    from rs_vlm.settings_dialog import SettingsDialog
+    from rsvlm_qgis.settings_dialog import SettingsDialog
 
     dialog = SettingsDialog(iface.mainWindow())
     widget = dialog.widget
@@ -131,7 +131,7 @@ def test_test_connection_shows_the_workers_versions_and_device(rs, clean_python_
 ])
 def test_test_connection_with_a_wrong_python_says_what_is_wrong(rs, clean_python_setting, iface, python, expected):
     """QGIS's own Python (no rs-vlm in it), a missing file, a folder, nothing at all."""
-    from rs_vlm.settings_dialog import SettingsDialog
+    from rsvlm_qgis.settings_dialog import SettingsDialog
 
     dialog = SettingsDialog(iface.mainWindow())
     widget = dialog.widget

@@ -12,9 +12,9 @@ from tests.qgis.conftest import LANDSAT, NAIP
 
 @pytest.fixture
 def sources(installed_plugin):
-    import rs_vlm.sources
+    import rsvlm_qgis.sources
 
-    return rs_vlm.sources
+    return rsvlm_qgis.sources
 
 
 def test_a_file_backed_raster_gives_its_path(sources):

@@ -36,14 +36,14 @@ def read_back(specs: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def plugin_specs(installed_plugin):
-    from rs_vlm import specs
+    from rsvlm_qgis import specs
 
     return specs
 
 
 @pytest.fixture(scope="module")
 def model(installed_plugin, tmp_path_factory):
-    from rs_vlm.settings import ModelChoice
+    from rsvlm_qgis.settings import ModelChoice
 
     folder = tmp_path_factory.mktemp("weights")
     (folder / "w.pt").write_bytes(b"")
@@ -55,7 +55,7 @@ def test_a_model_choice_is_the_apps_model_object(plugin_specs, model, tmp_path):
     (back,) = read_back([plugin_specs.localize(str(NAIP), ["a lake"], tmp_path, model)])
     for key in ("checkpoint", "arch", "model_config", "device"):
         assert back["model"][key] == model[key]
-    from rs_vlm.settings import ModelChoice
+    from rsvlm_qgis.settings import ModelChoice
 
     (named,) = read_back([plugin_specs.localize(str(NAIP), ["a lake"], tmp_path,
                                                 ModelChoice("georsclip-vit-b-32").to_spec(""))])
@@ -76,7 +76,7 @@ def test_localize_spec_with_every_option(plugin_specs, model, tmp_path):
 
 def test_unset_localize_options_take_the_workers_defaults(plugin_specs, model, tmp_path):
     (back,) = read_back([plugin_specs.localize(str(NAIP), ["a lake"], tmp_path, model)])
-    assert back["grid"] is None and back["bands"] is None and back["heatmap_pixel"] is None
+    assert back["grid"] == "selo" and back["bands"] is None and back["heatmap_pixel"] is None
     assert back["min_valid"] == 0.5 and back["hotspot_threshold"] == 0.6 and back["cog"] is False
 
 
@@ -93,19 +93,19 @@ def test_caption_spec(plugin_specs, model, spec_kinds, tmp_path):
 
 def test_classify_spec(plugin_specs, model, spec_kinds, tmp_path):
     need_kind(spec_kinds, "classify")
-    spec = plugin_specs.classify(str(NAIP), tmp_path / "cls", model, "aid", top_k=2, grid="128",
+    spec = plugin_specs.classify(str(NAIP), "aid", tmp_path / "cls", model, top_k=2, grid="128",
                                  bands=[1, 2, 3], probabilities=False)
     (back,) = read_back([spec])
     assert back["kind"] == "classify" and back["classes"] == "aid" and back["out"] == str(tmp_path / "cls")
     assert (back["top_k"], back["grid"], back["bands"], back["probabilities"]) == (2, "128", [1, 2, 3], False)
-    (named,) = read_back([plugin_specs.classify(str(NAIP), tmp_path, model, ["lake", "forest = a dense forest"])])
+    (named,) = read_back([plugin_specs.classify(str(NAIP), ["lake", "forest = a dense forest"], tmp_path, model)])
     assert named["classes"] == ["lake", "forest = a dense forest"]
 
 
 def test_search_spec(plugin_specs, model, spec_kinds, tmp_path):
     need_kind(spec_kinds, "search")
     spec = plugin_specs.search([str(NAIP), str(NAIP)], "a lake", tmp_path / "s.gpkg", model, top_k=5, grid="256",
-                               sheet=False, bands=[4, 3, 2])
+                               contact_sheet=False, bands=[4, 3, 2])
     (back,) = read_back([spec])
     assert back["kind"] == "search" and back["scenes"] == [str(NAIP), str(NAIP)] and back["query"] == "a lake"
     assert (back["top_k"], back["grid"], back["contact_sheet"], back["bands"]) == (5, "256", False, [4, 3, 2])
@@ -113,10 +113,11 @@ def test_search_spec(plugin_specs, model, spec_kinds, tmp_path):
 
 def test_dataset_build_spec(plugin_specs, spec_kinds, tmp_path):
     need_kind(spec_kinds, "dataset-build")
-    back, bare = read_back([plugin_specs.dataset_build(str(tmp_path / "build.yaml"), str(tmp_path / "ds"), "2/4"),
+    back, bare = read_back([plugin_specs.dataset_build(str(tmp_path / "build.yaml"), out=str(tmp_path / "ds"),
+                                                       shard="2/4"),
                             plugin_specs.dataset_build(str(tmp_path / "build.yaml"))])
     assert back == {"kind": "dataset-build", "config": str(tmp_path / "build.yaml"), "out": str(tmp_path / "ds"),
-                    "shard": "2/4"}
+                    "shard": "2/4", "engine": "local", "workers": None, "ray_address": None}
     assert bare["out"] is None and bare["shard"] is None
 
 

@@ -90,7 +90,7 @@ def test_panel_classifies_with_a_class_list(plugin, configured, iface, worker_ki
     panel = plugin.panel
     scene = add_raster(LANDSAT, "landsat")
     panel.layer_combo.setLayer(scene)
-    panel.class_set.setCurrentIndex(2)  # EuroSAT
+    panel.class_set.setCurrentIndex(panel.class_set.findData("eurosat"))
     outcome = run(panel, panel.run_classify())
     assert outcome.ok, outcome.message
     group = top_group()

@@ -25,9 +25,10 @@ pytest.importorskip("open_clip")
 
 
 def load(fixture: dict, family: str):
-    from rs_vlm_app.models.factory import ModelRequest, load_model
+    from rs_vlm_app.models.factory import load_model
+    from rs_vlm_app.models.spec import ModelSpec
 
-    return load_model(ModelRequest(checkpoint=fixture["checkpoint"], model_config=fixture["config"]),
+    return load_model(ModelSpec(checkpoint=fixture["checkpoint"], model_config=fixture["config"]),
                       device="cpu", expect_family=family)
 
 
@@ -100,8 +101,7 @@ def test_beam_captions_and_a_second_run_from_the_checkpoint(tmp_path, captioner,
 
 def test_clip_scores_are_tile_caption_cosines(tmp_path, captioner, clip):
     from rs_vlm_app.geo.raster import open_raster
-    from rs_vlm_app.tasks.captioning import fast_preprocessing
-    from rs_vlm_app.tasks.scene_encoding import encode_scene
+    from rs_vlm_app.tasks.scene_encoding import encode_scene, fast_preprocessing
 
     out = tmp_path / "scored.gpkg"
     result = caption_scene(NAIP, out, captioner, CaptionOptions(grid="256", decoding="greedy"), clip=clip)
@@ -198,7 +198,7 @@ def test_options_round_trip_and_validation():
             CaptionOptions.from_dict({**CaptionOptions().to_dict(), **bad})
 
 
-def test_output_must_be_a_geopackage(tmp_path, captioner):
-    with pytest.raises(UserError, match="the output must be a .gpkg file"):
+def test_output_must_be_a_vector_format(tmp_path, captioner):
+    with pytest.raises(UserError, match=r"unknown vector format '\.shp'; use .geojson, .geoparquet, .gpkg"):
         caption_scene(NAIP, tmp_path / "out.shp", captioner)
     assert not list(tmp_path.iterdir())

@@ -133,7 +133,7 @@ def test_failed_write_leaves_no_partial_outputs(tmp_path, halves, class_file, mo
 def test_options_round_trip_and_validation():
     options = ClassifyOptions(classes="resisc45", grid="256@0.5", top_k=5, pixel=4)
     assert ClassifyOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
-    for bad, message in [({"top_k": 0}, "top_k"), ({"pixel": 0.5}, "at least 1 source pixel"),
+    for bad, message in [({"top_k": 0}, "top_k"), ({"pixel": 0.5}, "^pixel must be at least 1, not 0.5$"),
                          ({"classes": " "}, "give the classes"), ({"grid": "x"}, "bad grid")]:
         with pytest.raises(UserError, match=message):
             ClassifyOptions.from_dict({**ClassifyOptions().to_dict(), **bad})

@@ -97,3 +97,63 @@ def test_selo_probmap_is_truncation_then_median_251():
     p = (mean_map - mean_map.min()) / (mean_map.max() - mean_map.min())
     expected = cv2.medianBlur(np.uint8(255 * p), 251)
     np.testing.assert_array_equal(selo_probmap(mean_map), expected)
+
+
+# -- block by block ---------------------------------------------------------------------------------
+
+def whole_reference(windows, scores, lattice, height, width, shape, valid, mode, sigma):
+    """The whole-map computation the blocked one must reproduce number for number."""
+    means, _ = cell_means(windows, scores, lattice)
+    mean_map = paint_cells(means[..., 0], lattice, height, width, shape)
+    ok = valid & np.isfinite(mean_map)
+    if mode == "selo":
+        gray = selo_probmap(np.where(np.isfinite(mean_map), mean_map, np.nanmin(mean_map)))
+        return np.where(ok, gray.astype(np.float32) / 255.0, np.nan).astype(np.float32)
+    return minmax(smooth_gaussian(mean_map, ok, sigma), ok)
+
+
+@pytest.mark.parametrize(("mode", "sigma", "shape", "block"), [
+    ("fast", 2.5, (90, 130), 23), ("fast", 0.0, (45, 61), 16), ("selo", 0.0, (300, 280), 128),
+    ("fast", 1.5, (90, 130), 4096),
+])
+def test_blocked_heatmap_equals_the_whole_map_computation(mode, sigma, shape, block):
+    from rs_vlm_app.tasks.heatmap import BlockedHeatmap
+
+    rng = np.random.default_rng(7)
+    height, width = 300, 280
+    windows = random_windows(rng, height, width, 25)
+    windows[:, 0:2] = np.clip(windows[:, 0:2], 0, height)
+    scores = rng.normal(size=len(windows))
+    lattice = CellLattice.from_windows(windows, height, width)
+    valid = rng.random(shape) > 0.1
+    valid[:10, :] = False  # a nodata stripe
+    expected = whole_reference(windows, scores, lattice, height, width, shape, valid, mode, sigma)
+    means, _ = cell_means(windows, scores, lattice)
+
+    asked = []
+
+    def mask(box):
+        asked.append(box)
+        r0, r1, c0, c1 = box
+        return valid[r0:r1, c0:c1]
+
+    heat = BlockedHeatmap(lattice, height, width, shape, cell_values=means[..., 0], mode=mode, sigma=sigma,
+                          mask=mask, block=block)
+    got = heat.whole()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    # no mask request ever covers more than one block and its halo
+    side = block + 2 * heat.halo
+    assert all((r1 - r0) <= side and (c1 - c0) <= side for r0, r1, c0, c1 in asked)
+    if mode == "fast":  # (the median blur of the published protocol may lower the maximum)
+        assert np.nanmin(got) == pytest.approx(0.0) and np.nanmax(got) == pytest.approx(1.0)
+
+
+def test_pool_mean_ignores_nan_and_keeps_partial_cells():
+    from rs_vlm_app.tasks.heatmap import hotspot_factor, pool_mean
+
+    values = np.array([[1, 3, 5], [np.nan, 2, np.nan], [4, 4, 4]], dtype=np.float32)
+    np.testing.assert_allclose(pool_mean(values, 2), [[2.0, 5.0], [4.0, 4.0]])
+    assert np.isnan(pool_mean(np.full((2, 2), np.nan, np.float32), 2)).all()
+    assert hotspot_factor((4096, 100)) == 1 and hotspot_factor((4097, 10)) == 2
+    assert hotspot_factor((100_000, 100_000)) == 25

@@ -13,7 +13,8 @@ import torch
 
 from rs_vlm_app.cli import main
 from rs_vlm_app.models.encoder import ClipEncoder
-from rs_vlm_app.models.factory import ModelRequest, load_model
+from rs_vlm_app.models.factory import load_model
+from rs_vlm_app.models.spec import ModelSpec
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
 from rs_vlm_app.tasks.localize import HEATMAP_NODATA, LocalizeOptions, localize
 from tests import tinymodels
@@ -23,7 +24,7 @@ from tests.vectors import read_layer
 
 @pytest.fixture(scope="module")
 def encoder(tiny_clip):
-    loaded = load_model(ModelRequest(model_config=tiny_clip["config"], checkpoint=tiny_clip["checkpoint"]),
+    loaded = load_model(ModelSpec(model_config=tiny_clip["config"], checkpoint=tiny_clip["checkpoint"]),
                         device="cpu")
     return ClipEncoder(loaded, device="cpu", batch_size=32)
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from rs_vlm_app.jobs.kinds.common import check_scene, check_second_model, model_name
+from rs_vlm_app.jobs.kinds.common import check_aoi, check_second_model, task_options
 from rs_vlm_app.jobs.protocol import ResultFile
 from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
+from rs_vlm_app.tasks.options import CaptionOptions, default_of
 
 
 @register
@@ -22,14 +23,16 @@ class CaptionSpec(JobSpec):
     out: Path                                # the GeoPackage to write
     model: ModelSpec = field(default_factory=ModelSpec)   # a CoCa captioner
     clip_model: ModelSpec | None = None      # optional: score each caption against its tile
-    grid: str = "256"
-    bands: list[int] | None = None
-    min_valid: float = 0.5
-    decoding: Literal["greedy", "beam"] = "beam"
-    beams: int = 3
-    max_len: int = 30
-    min_len: int = 1
-    length_penalty: float = 1.0
+    # the task's options: defaults, ranges and meaning declared once in rs_vlm_app.tasks.options
+    grid: str = default_of(CaptionOptions, "grid")
+    bands: list[int] | None = default_of(CaptionOptions, "bands")
+    min_valid: float = default_of(CaptionOptions, "min_valid")
+    decoding: Literal["greedy", "beam"] = default_of(CaptionOptions, "decoding")
+    beams: int = default_of(CaptionOptions, "beams")
+    max_len: int = default_of(CaptionOptions, "max_len")
+    min_len: int = default_of(CaptionOptions, "min_len")
+    length_penalty: float = default_of(CaptionOptions, "length_penalty")
+    aoi: str | None = default_of(CaptionOptions, "aoi")
 
     def title(self) -> str:
         return f"captions of {Path(self.scene).name}"
@@ -37,50 +40,45 @@ class CaptionSpec(JobSpec):
     def inputs(self) -> list[Path]:
         return [Path(self.scene)]
 
-    def options(self):
-        """The task's CaptionOptions (validates grid, bands, min_valid and decoding)."""
-        from rs_vlm_app.tasks.captioning import CaptionOptions
-
-        return CaptionOptions(grid=self.grid, decoding=self.decoding, beams=self.beams, max_len=self.max_len,
-                              min_len=self.min_len, length_penalty=self.length_penalty,
-                              bands=tuple(self.bands) if self.bands else None, min_valid=self.min_valid)
+    def options(self) -> CaptionOptions:
+        """The task's options, built (and so validated) once."""
+        return task_options(self, CaptionOptions)
 
     def check(self) -> None:
-        from rs_vlm_app.tasks.captioning import check_output_file
+        from rs_vlm_app.tasks.inputs import check_input_file
+        from rs_vlm_app.tasks.outputs import check_vector_output
 
         self.options()
         self.model.check(family="coca")
         check_second_model(self.clip_model, "clip_model", "clip")
-        check_scene(self.scene, self.bands)
-        check_output_file(Path(self.out))
+        check_input_file(Path(self.scene))  # opened once, by run, before the models load
+        check_aoi(self.aoi, [Path(self.scene)], self.bands)
+        check_vector_output(Path(self.out))
 
     def run(self, ctx) -> JobResult:
         from rs_vlm_app.tasks.captioning import LAYER, caption_scene
+        from rs_vlm_app.tasks.inputs import scene_source
 
-        captioner = ctx.models.load(self.model, "coca", wrap=self._captioner, purpose="captioner")
-        clip = ctx.clip_encoder(self.clip_model) if self.clip_model is not None else None
-        result = caption_scene(Path(self.scene), Path(self.out), captioner, self.options(), clip=clip,
-                               reporter=ctx.reporter, cache=ctx.cache)
+        options = self.options()
+        with scene_source(self.scene, options.bands) as source:  # a bad raster fails before the models load
+            captioner = ctx.captioner(self.model)
+            clip = ctx.clip_encoder(self.clip_model) if self.clip_model is not None else None
+            result = caption_scene(source, Path(self.out), captioner, options, clip=clip, reporter=ctx.reporter,
+                                   cache=ctx.cache, checked=True)
         summary = {
-            "scene": str(self.scene), "out": str(result.out), "model": model_name(captioner, self.model),
+            "scene": str(self.scene), "out": str(result.out), "model": captioner.display_name,
             "tiles": result.tiles, "decoded_now": result.decoded_now, "skipped": result.skipped,
             "clip_scored": result.clip_scored, "crs": result.crs, "seconds": result.seconds,
             "common_captions": common_captions(result.out, LAYER),
         }
         return JobResult([ResultFile(str(result.out), "tiles", "captions", [LAYER])], summary)
 
-    def _captioner(self, loaded):
-        from rs_vlm_app.models.captioner import CocaCaptioner
-
-        return CocaCaptioner(loaded, device=self.model.device, precision=self.model.precision,
-                             batch_size=self.model.batch_size)
-
 
 def common_captions(path: Path, layer: str, n: int = 5) -> list[list]:
     """The ``n`` most common captions of the layer, as [caption, count], most common first."""
     from collections import Counter
 
-    from pyogrio.raw import read
+    from rs_vlm_app.geo.vectors import read_vector
 
-    _meta, _fids, _geometry, fields = read(path, layer=layer, columns=["caption"], read_geometry=False)
-    return [[text, count] for text, count in Counter(fields[0]).most_common(n)]
+    captions = read_vector(path, layer if Path(path).suffix.lower() == ".gpkg" else None)["caption"]
+    return [[text, count] for text, count in Counter(captions).most_common(n)]

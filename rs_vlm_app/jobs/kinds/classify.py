@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from rs_vlm_app.errors import UserError
-from rs_vlm_app.jobs.kinds.common import check_scene, model_name, short
+from rs_vlm_app.jobs.kinds.common import check_aoi, short, task_options
 from rs_vlm_app.jobs.protocol import ResultFile
 from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
+from rs_vlm_app.tasks.options import ClassifyOptions, default_of
 
 #: Where a class list given inline (a list of names) is kept in the output folder.
 INLINE_CLASSES_FILE = "classes.txt"
@@ -26,14 +27,16 @@ class ClassifySpec(JobSpec):
     classes: str | list[str]                 # aid | resisc45 | eurosat | a class file, or the class names
     out: Path                                # output folder
     model: ModelSpec = field(default_factory=ModelSpec)
-    templates: str | None = None             # a template file (default: the built-in set)
-    grid: str = "256"
-    bands: list[int] | None = None
-    min_valid: float = 0.5
-    top_k: int = 3
-    pixel: float | None = None
-    probabilities: bool = True
-    cog: bool = False
+    # the task's options: defaults, ranges and meaning declared once in rs_vlm_app.tasks.options
+    templates: str | None = default_of(ClassifyOptions, "templates")
+    grid: str = default_of(ClassifyOptions, "grid")
+    bands: list[int] | None = default_of(ClassifyOptions, "bands")
+    min_valid: float = default_of(ClassifyOptions, "min_valid")
+    top_k: int = default_of(ClassifyOptions, "top_k")
+    pixel: float | None = default_of(ClassifyOptions, "pixel")
+    probabilities: bool = default_of(ClassifyOptions, "probabilities")
+    cog: bool = default_of(ClassifyOptions, "cog")
+    aoi: str | None = default_of(ClassifyOptions, "aoi")
 
     def title(self) -> str:
         what = ", ".join(self.classes) if isinstance(self.classes, list) else str(self.classes)
@@ -50,19 +53,16 @@ class ClassifySpec(JobSpec):
 
         return parse_classes("\n".join(self.classes), source="classify.classes")
 
-    def options(self, classes_file: str | None = None):
-        """The task's ClassifyOptions (validates grid, bands, min_valid, top_k, pixel)."""
-        from rs_vlm_app.tasks.classify import ClassifyOptions
-
+    def options(self, classes_file: str | None = None) -> ClassifyOptions:
+        """The task's options (built, and so validated, once); ``classes_file`` stands in for an inline list."""
         classes = classes_file or (self.classes if isinstance(self.classes, str) else "inline")
-        return ClassifyOptions(classes=classes, templates=self.templates, grid=self.grid, top_k=self.top_k,
-                               bands=tuple(self.bands) if self.bands else None, min_valid=self.min_valid,
-                               pixel=self.pixel, probabilities=self.probabilities, cog=self.cog)
+        return task_options(self, ClassifyOptions, classes=classes)
 
     def check(self) -> None:
         from rs_vlm_app.tasks.classes import load_templates
-        from rs_vlm_app.tasks.classify import MAX_CLASSES
-        from rs_vlm_app.tasks.localize import check_output_dir
+        from rs_vlm_app.tasks.inputs import check_input_file
+        from rs_vlm_app.tasks.options import MAX_CLASSES
+        from rs_vlm_app.tasks.outputs import check_output_dir
 
         options = self.options()
         inline = self.inline_classes()
@@ -74,7 +74,8 @@ class ClassifySpec(JobSpec):
                                 f"{MAX_CLASSES - 1}")
             load_templates(self.templates)
         self.model.check(family="clip")
-        check_scene(self.scene, self.bands)
+        check_input_file(Path(self.scene))  # opened once, by run, before the model loads
+        check_aoi(self.aoi, [Path(self.scene)], self.bands)
         check_output_dir(Path(self.out))
 
     def run(self, ctx) -> JobResult:
@@ -86,18 +87,21 @@ class ClassifySpec(JobSpec):
         if isinstance(self.classes, list):
             classes_file = out / INLINE_CLASSES_FILE
             write_text_atomic(classes_file, "".join(f"{line.strip()}\n" for line in self.classes))
-        encoder = ctx.clip_encoder(self.model)
-        result = classify_scene(Path(self.scene), out, encoder,
-                                self.options(str(classes_file) if classes_file else None),
-                                reporter=ctx.reporter, cache=ctx.cache)
-        roles = {"classes.tif": ("raster", "classes", None), "classes.qml": ("style", "classes", None),
+        from rs_vlm_app.tasks.inputs import scene_source
+
+        options = self.options(str(classes_file) if classes_file else None)
+        with scene_source(self.scene, options.bands) as source:  # a bad raster fails before the model loads
+            encoder = ctx.clip_encoder(self.model)
+            result = classify_scene(source, out, encoder, options, reporter=ctx.reporter, cache=ctx.cache,
+                                    checked=True)
+        roles = {"classes.tif": ("classes", "classes", None), "classes.qml": ("style", "classes", None),
                  "probabilities.tif": ("raster", "probabilities", None), "tiles.gpkg": ("tiles", "classes", ["tiles"]),
                  "classify.json": ("report", "classify", None)}
         files = [ResultFile(str(path), *roles[path.name]) for path in result.files if path.name in roles]
         if classes_file is not None:
             files.append(ResultFile(str(classes_file), "file", "class list"))
         summary = {
-            "scene": str(self.scene), "out": str(out), "model": model_name(encoder, self.model),
+            "scene": str(self.scene), "out": str(out), "model": encoder.display_name,
             "classes": result.classes, "class_source": str(classes_file or self.classes),
             "tiles": result.tiles, "area_share": result.area_share, "seconds": result.seconds,
         }

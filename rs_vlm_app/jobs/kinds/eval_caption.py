@@ -30,7 +30,7 @@ class CaptionEvalSpec(JobSpec):
 
     def check(self) -> None:
         from rs_vlm_app.evaluation.caption_metrics import match_ids, read_predictions, read_references
-        from rs_vlm_app.tasks.localize import check_output_dir
+        from rs_vlm_app.tasks.outputs import check_output_dir
 
         match_ids(read_predictions(self.pred), read_references(self.refs), self.pred, self.refs)
         check_output_dir(Path(self.out))

@@ -29,7 +29,7 @@ class RetrievalEvalSpec(JobSpec):
 
     def check(self) -> None:
         from rs_vlm_app.evaluation.image_data import read_caption_csv
-        from rs_vlm_app.tasks.localize import check_output_dir
+        from rs_vlm_app.tasks.outputs import check_output_dir
 
         read_caption_csv(Path(self.data))
         check_output_dir(Path(self.out))

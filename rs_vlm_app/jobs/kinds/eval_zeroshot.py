@@ -33,7 +33,7 @@ class ZeroshotEvalSpec(JobSpec):
         from rs_vlm_app.evaluation.image_data import scan_class_folders
         from rs_vlm_app.evaluation.zeroshot_eval import match_classes
         from rs_vlm_app.tasks.classes import load_templates
-        from rs_vlm_app.tasks.localize import check_output_dir
+        from rs_vlm_app.tasks.outputs import check_output_dir
 
         match_classes(scan_class_folders(Path(self.data)), self.classes)
         load_templates(self.templates)

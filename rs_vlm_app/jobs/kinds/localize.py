@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from rs_vlm_app.errors import UserError
+from rs_vlm_app.jobs.kinds.common import check_aoi, task_options
 from rs_vlm_app.jobs.protocol import ResultFile
 from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
+from rs_vlm_app.tasks.options import LocalizeOptions, default_of
 
 
 @register
@@ -22,13 +23,15 @@ class LocalizeSpec(JobSpec):
     queries: list[str]
     out: Path
     model: ModelSpec = field(default_factory=ModelSpec)
-    grid: str | None = None                 # "selo" (default), "256,512@0.25", ...
-    compat: Literal["selo"] | None = None
-    bands: list[int] | None = None          # 1-based R, G, B (or one grey band)
-    min_valid: float = 0.5
-    hotspot_threshold: float = 0.6
-    heatmap_pixel: float | None = None
-    cog: bool = False
+    # the task's options: defaults, ranges and meaning declared once in rs_vlm_app.tasks.options
+    grid: str | None = default_of(LocalizeOptions, "grid")   # null: the task's default
+    compat: Literal["selo"] | None = default_of(LocalizeOptions, "compat")
+    bands: list[int] | None = default_of(LocalizeOptions, "bands")
+    min_valid: float = default_of(LocalizeOptions, "min_valid")
+    hotspot_threshold: float = default_of(LocalizeOptions, "hotspot_threshold")
+    heatmap_pixel: float | None = default_of(LocalizeOptions, "heatmap_pixel")
+    cog: bool = default_of(LocalizeOptions, "cog")
+    aoi: str | None = default_of(LocalizeOptions, "aoi")
 
     def title(self) -> str:
         queries = "; ".join(self.queries)
@@ -37,37 +40,31 @@ class LocalizeSpec(JobSpec):
     def inputs(self) -> list[Path]:
         return [Path(self.scene)]
 
+    def options(self) -> LocalizeOptions:
+        """The task's options, built (and so validated) once."""
+        return task_options(self, LocalizeOptions)
+
     def check(self) -> None:
-        from rs_vlm_app.geo.raster import open_raster
-        from rs_vlm_app.tasks.localize import check_output_dir, check_queries
+        from rs_vlm_app.tasks.inputs import check_input_file
+        from rs_vlm_app.tasks.localize import check_queries
+        from rs_vlm_app.tasks.outputs import check_output_dir
 
         self.queries = check_queries(list(self.queries))
-        _check_fraction("min_valid", self.min_valid)
-        _check_fraction("hotspot_threshold", self.hotspot_threshold)
-        if self.heatmap_pixel is not None and self.heatmap_pixel <= 0:
-            raise UserError(f"heatmap_pixel must be positive, not {self.heatmap_pixel}")
-        self.grid_spec()
+        self.options()
         self.model.check(family="clip")
-        with open_raster(self.scene, bands=self.bands):
-            pass  # a bad raster or band list fails here, before the model loads
+        check_input_file(Path(self.scene))  # opened once, by run, before the model loads
+        check_aoi(self.aoi, [Path(self.scene)], self.bands)
         check_output_dir(Path(self.out))
 
-    def grid_spec(self):
-        from rs_vlm_app.geo.grid import SELO_GRID, GridSpec
-
-        return GridSpec.parse(self.grid) if self.grid else SELO_GRID
-
     def run(self, ctx) -> JobResult:
-        from rs_vlm_app.tasks.localize import LocalizeOptions, localize
+        from rs_vlm_app.tasks.inputs import scene_source
+        from rs_vlm_app.tasks.localize import localize
 
-        encoder = ctx.clip_encoder(self.model)
-        options = LocalizeOptions(
-            grid=self.grid_spec(), compat=self.compat, bands=tuple(self.bands) if self.bands else None,
-            min_valid=self.min_valid, hotspot_threshold=self.hotspot_threshold,
-            heatmap_pixel=self.heatmap_pixel, cog=self.cog,
-        )
-        result = localize(Path(self.scene), self.queries, Path(self.out), encoder, options,
-                          reporter=ctx.reporter, cache=ctx.cache)
+        options = self.options()
+        with scene_source(self.scene, options.bands) as source:  # a bad raster fails before the model loads
+            encoder = ctx.clip_encoder(self.model)
+            result = localize(source, self.queries, Path(self.out), encoder, options, reporter=ctx.reporter,
+                              cache=ctx.cache, checked=True)
         files: list[ResultFile] = []
         queries = []
         for q in result.queries:
@@ -82,19 +79,9 @@ class LocalizeSpec(JobSpec):
         summary = {
             "scene": str(self.scene),
             "out": str(self.out),
-            "model": model_name(encoder, self.model),
+            "model": encoder.display_name,
             "queries": queries,
             "encoding": asdict(result.encoding) if result.encoding is not None else None,
         }
         return JobResult(files, summary)
 
-
-def model_name(encoder, spec: ModelSpec) -> str:
-    """The name a person knows the loaded model by."""
-    loaded = getattr(encoder, "loaded", None)
-    return str(getattr(loaded, "display_name", "") or getattr(encoder, "display_name", "") or spec.describe())
-
-
-def _check_fraction(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"{name} must be between 0 and 1, not {value}")

@@ -3,8 +3,10 @@
 Two kinds: any OpenAI-compatible chat endpoint (:mod:`.openai_compat`) and a local transformers
 model (:mod:`.local_transformers`). A backend makes one attempt per call and classifies failures:
 :class:`TransientError` (worth retrying: 429, 5xx, timeouts, dropped connections, malformed or empty
-replies) or :class:`PermanentError` (retrying cannot help: a 400, an image the model cannot take).
-The pipeline retries, records every attempt in the manifest and backs off.
+replies) or :class:`PermanentError` (retrying cannot help: a 400, an image the model cannot take, a
+reply with only reasoning in it); a reply cut off by the token limit is :class:`TruncatedReply`, which
+the pipeline asks again once with more tokens. Only whole replies become outputs. The pipeline
+retries, records every attempt in the manifest and backs off.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ChatRequest:
     image: EncodedImage | None = None
     max_tokens: int = 256
     temperature: float = 0.7
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class TransientError(BackendError):
 
 class PermanentError(BackendError):
     """Another try would fail the same way."""
+
+
+class TruncatedReply(BackendError):
+    """The reply stopped at the token limit (finish_reason "length"): it is not a whole answer."""
+
+
+#: what a reasoning model that spent its tokens thinking needs
+REASONING_FIX = ("raise max_tokens for this stage, or turn thinking off (e.g. backends.NAME.extra_body: "
+                 "{chat_template_kwargs: {enable_thinking: false}})")
 
 
 class ChatBackend(ABC):
@@ -99,17 +111,30 @@ def create_backend(name: str, config: Backend) -> ChatBackend:
     return LocalTransformersBackend(name, config)
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+_THINK_END = re.compile(r"^.*?</think>", re.DOTALL | re.IGNORECASE)
 _PREAMBLE = re.compile(r"^(caption|description|answer)\s*:\s*", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> tuple[str, bool]:
+    """(text without reasoning, whether there was any): ``<think>...</think>`` blocks removed, an
+    unclosed ``<think>`` removes everything after it, and text before a lone ``</think>`` (a chat
+    template that opened the block in the prompt) is reasoning too."""
+    stripped = _THINK.sub(" ", text)
+    stripped = _THINK_END.sub(" ", stripped)
+    return stripped, stripped != text
 
 
 def clean_reply(text: str) -> str:
     """A reply as one tidy paragraph: reasoning blocks, a 'Caption:' label and wrapping quotes removed.
 
-    Raises TransientError for a reply with no text left (a model may answer properly next time).
+    Raises PermanentError for a reply that was all reasoning (asking again gives the same), and
+    TransientError for a reply with no text at all (a model may answer properly next time).
     """
-    text = _THINK.sub(" ", text)
+    text, reasoned = strip_reasoning(text)
     text = " ".join(text.split())
+    if not text and reasoned:
+        raise PermanentError(f"reasoning only: the reply has a <think> block and no answer after it; {REASONING_FIX}")
     text = _PREAMBLE.sub("", text)
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()

@@ -22,6 +22,7 @@ from rs_vlm_app.mpgi.backends import (
     PermanentError,
     Reply,
     TransientError,
+    TruncatedReply,
     clean_reply,
     one_line,
 )
@@ -105,8 +106,10 @@ class LocalTransformersBackend(ChatBackend):
             raise PermanentError(f"{self.config.model} is a text-only model; it cannot take the image")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))
-        text, seconds = await future
+        (text, truncated), seconds = await future
         try:
+            if truncated:
+                raise TruncatedReply(f"truncated: the reply was cut off at max_tokens ({request.max_tokens} new tokens)")
             return Reply(clean_reply(text), seconds)
         except BackendError as exc:
             exc.seconds = seconds
@@ -149,7 +152,8 @@ class LocalTransformersBackend(ChatBackend):
                     if not future.done():
                         future.set_result((text, seconds))
 
-    def _generate(self, requests: list[ChatRequest]) -> list[str]:
+    def _generate(self, requests: list[ChatRequest]) -> list[tuple[str, bool]]:
+        """(reply text, whether generation stopped at the token limit) per request."""
         import torch
         from PIL import Image
 
@@ -183,7 +187,18 @@ class LocalTransformersBackend(ChatBackend):
         with torch.inference_mode():
             output = self.net.generate(**inputs, **settings)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        stops = _stop_ids(self.net, self.tokenizer)
+        cut = [new_tokens.shape[1] >= first.max_tokens and not any(int(t) in stops for t in row) for row in new_tokens]
+        return list(zip(texts, cut, strict=True))
+
+
+def _stop_ids(net, tokenizer) -> set[int]:
+    """Token ids that end a reply (the generation config's EOS ids and the tokenizer's)."""
+    ids = getattr(getattr(net, "generation_config", None), "eos_token_id", None)
+    ids = list(ids) if isinstance(ids, list | tuple) else [ids]
+    ids.append(tokenizer.eos_token_id)
+    return {int(i) for i in ids if i is not None}
 
 
 def _classify(exc: Exception) -> BackendError:

@@ -16,12 +16,14 @@ from typing import Any
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.mpgi.backends import (
+    REASONING_FIX,
     BackendError,
     ChatBackend,
     ChatRequest,
     PermanentError,
     Reply,
     TransientError,
+    TruncatedReply,
     clean_reply,
     one_line,
 )
@@ -78,6 +80,8 @@ class OpenAICompatBackend(ChatBackend):
             try:
                 await self.complete(probe)
                 return
+            except TruncatedReply:
+                return  # it answers (two tokens are not a whole reply, and need not be)
             except PermanentError as exc:
                 raise UserError(f"backend {self.name!r}: {self.describe()} refused a test request: {exc}") from None
             except TransientError as exc:
@@ -106,6 +110,8 @@ class OpenAICompatBackend(ChatBackend):
         messages.append({"role": "user", "content": content})
         body = {"model": self.config.model, "messages": messages, "max_tokens": request.max_tokens,
                 "temperature": request.temperature, "stream": False}
+        if request.seed is not None:
+            body["seed"] = request.seed
         body.update(self.config.extra_body)
         return body
 
@@ -153,12 +159,21 @@ def parse_response(status: int, headers, content: bytes) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise TransientError(f"malformed reply (not JSON): {snippet}") from None
     try:
-        message = data["choices"][0]["message"]
+        choice = data["choices"][0]
+        message = choice["message"]
         text = message.get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise TransientError(f"malformed reply (no choices[0].message): {snippet}") from None
     if isinstance(text, list):  # content given as parts
         text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if choice.get("finish_reason") == "length":
+        raise TruncatedReply("truncated: the reply was cut off at max_tokens (finish_reason \"length\")")
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if text is None or (isinstance(text, str) and not text.strip() and reasoning):
+        if reasoning:
+            raise PermanentError(f"reasoning only: the reply has reasoning_content and no content; {REASONING_FIX}")
+        raise PermanentError("content null: the reply has no message content (a reasoning or tool-calling model?); "
+                             f"{REASONING_FIX}")
     if not isinstance(text, str):
         raise TransientError(f"malformed reply (message content is {type(text).__name__}): {snippet}")
     return clean_reply(text)

@@ -1,0 +1,36 @@
+"""Process-wide settings applied by `rsvlm` at start (rs_vlm_app/runtime.py), seen from a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from rs_vlm_app.runtime import usable_cpus
+
+PROBE = ("import json, os; from rs_vlm_app.runtime import configure_process; configure_process(); "
+         "print(json.dumps({k: os.environ.get(k) for k in "
+         "('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OMP_WAIT_POLICY', 'GDAL_CACHEMAX')}))")
+
+
+def settings_with(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GDAL_CACHEMAX")}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def test_defaults_follow_the_usable_cpus():
+    got = settings_with()
+    cpus = str(usable_cpus())
+    assert got == {"OMP_NUM_THREADS": cpus, "MKL_NUM_THREADS": cpus, "OMP_WAIT_POLICY": "PASSIVE",
+                   "GDAL_CACHEMAX": "128"}
+
+
+def test_a_thread_count_the_user_gave_holds_for_both_libraries_and_is_never_overridden():
+    assert settings_with(OMP_NUM_THREADS="1")["MKL_NUM_THREADS"] == "1"
+    assert settings_with(MKL_NUM_THREADS="3")["OMP_NUM_THREADS"] == "3"
+    got = settings_with(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="ACTIVE", GDAL_CACHEMAX="512")
+    assert (got["OMP_NUM_THREADS"], got["OMP_WAIT_POLICY"], got["GDAL_CACHEMAX"]) == ("1", "ACTIVE", "512")
