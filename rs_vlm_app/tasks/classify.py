@@ -93,17 +93,19 @@ def classify_scene(
     reporter: Reporter | None = None,
     cache: EmbeddingCache | None = None,
     checked: bool = False,
+    loaded: tuple | None = None,
 ) -> ClassifyResult:
     """Classify every tile of ``scene`` zero-shot and write the class maps into ``out_dir``.
 
     ``encoder``: a rs_vlm_app.models.encoder.ClipEncoder. The tile embeddings come from (and go to)
     the scene embedding cache, so classifying again with other classes costs only the text encoding.
     ``scene``: a raster file or a RasterSource opened with the options' bands (left open);
-    ``checked``: the caller (a JobSpec's check) already validated ``out_dir``.
+    ``checked``: the caller (a JobSpec's check) already validated ``out_dir``; ``loaded``: the
+    ``options.load()`` that check already read (the class and template files are then not read again).
     """
     options = options or ClassifyOptions()
     reporter = reporter or NullReporter()
-    classes, templates = options.load()
+    classes, templates = loaded if loaded is not None else options.load()
     out_dir = Path(out_dir)
     if not checked:
         check_output_dir(out_dir)

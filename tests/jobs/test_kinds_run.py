@@ -199,3 +199,23 @@ def test_serve_mode_reuses_models_across_kinds(tiny_clip, tiny_coca, scene, tmp_
     assert second.summary["model_loads"] == 2 and second.summary["decoded_now"] == 0  # from the checkpoint
     worker.send("shutdown")
     assert worker.wait() == 0
+
+
+def test_classify_reads_its_class_file_once_per_job(tiny_clip, scene, tmp_path, monkeypatch):
+    from rs_vlm_app.tasks import classes as class_lists
+
+    class_file = tmp_path / "classes.txt"
+    class_file.write_text("lake\nforest = a dense forest\nroad\n")
+    reads: list[str] = []
+    real = class_lists.load_classes
+
+    def counting(source, *args, **kwargs):
+        reads.append(str(source))
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(class_lists, "load_classes", counting)
+    spec = {"kind": "classify", "scene": str(scene), "classes": str(class_file), "out": str(tmp_path / "cls"),
+            "model": model_of(tiny_clip), "grid": "64"}
+    result, _events = run_in_process(spec)
+    assert reads == [str(class_file)]
+    assert result.summary["classes"] == ["lake", "forest", "road"]

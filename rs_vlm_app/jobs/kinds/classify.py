@@ -67,7 +67,7 @@ class ClassifySpec(JobSpec):
         options = self.options()
         inline = self.inline_classes()
         if inline is None:
-            options.load()
+            self.__dict__["_loaded_classes"] = options.load()  # read once: run() reuses it
         else:
             if len(inline) > MAX_CLASSES - 1:
                 raise UserError(f"classify.classes: {len(inline)} classes; a class raster holds at most "
@@ -93,7 +93,7 @@ class ClassifySpec(JobSpec):
         with scene_source(self.scene, options.bands) as source:  # a bad raster fails before the model loads
             encoder = ctx.clip_encoder(self.model)
             result = classify_scene(source, out, encoder, options, reporter=ctx.reporter, cache=ctx.cache,
-                                    checked=True)
+                                    checked=True, loaded=self.__dict__.get("_loaded_classes"))
         roles = {"classes.tif": ("classes", "classes", None), "classes.qml": ("style", "classes", None),
                  "probabilities.tif": ("raster", "probabilities", None), "tiles.gpkg": ("tiles", "classes", ["tiles"]),
                  "classify.json": ("report", "classify", None)}
