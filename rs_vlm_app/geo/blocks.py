@@ -41,7 +41,7 @@ MIN_CHUNK_ROWS = 256
 #: Lower bound of GDAL's block cache while the reader reads a chunk.
 MIN_GDAL_CACHE = 64 << 20
 #: Budget of the row buffer (RGB + mask of the rows the current windows need): decides the strip width.
-BUFFER_BYTES = 256 << 20
+BUFFER_BYTES = 160 << 20
 
 
 @dataclass

@@ -20,7 +20,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-DEFAULT_TOP_K = 20
+from rs_vlm_app.tasks.options import SearchOptions, declared
+
+TOP_K = declared(SearchOptions)["top_k"]  # the same number of hits as `rsvlm search` by default
 
 
 class ArchiveSearchDialog(QDialog):
@@ -43,8 +45,8 @@ class ArchiveSearchDialog(QDialog):
         self.query.setPlaceholderText("e.g. “a marina with boats”")
         form.addRow("Query", self.query)
         self.top_k = QSpinBox()
-        self.top_k.setRange(1, 10_000)
-        self.top_k.setValue(self.settings.value("archive/top_k", DEFAULT_TOP_K, type=int))
+        self.top_k.setRange(int(TOP_K.minimum), int(TOP_K.maximum))
+        self.top_k.setValue(self.settings.value("archive/top_k", TOP_K.default, type=int))
         self.top_k.setToolTip("how many of the archive's tiles to return, best first")
         form.addRow("Best tiles", self.top_k)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)

@@ -21,11 +21,12 @@ from PyQt6.QtWidgets import (
 from rs_vlm_app.gui.model_picker import CUSTOM, CustomModelDialog, ModelChoice, catalogue_models
 from rs_vlm_app.jobs.client import bundled_class_lists
 from rs_vlm_app.resources import resource
+from rs_vlm_app.tasks.options import CaptionOptions, default_of
 
 #: The class lists shipped with rs-vlm (resources/classes/): (menu label, key).
 BUNDLED_CLASS_LISTS = [(info.label, info.key) for info in bundled_class_lists(resource("classes"))]
 OWN_CLASSES = "__own__"
-DEFAULT_GRID = "256"
+DEFAULT_GRID = default_of(CaptionOptions, "grid")  # caption and classify declare the same
 
 
 def parse_class_text(text: str) -> list[str]:

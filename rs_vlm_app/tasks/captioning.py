@@ -30,7 +30,6 @@ from rs_vlm_app.tasks.outputs import check_vector_output
 from rs_vlm_app.tasks.scene_encoding import fast_preprocessing
 
 LAYER = "captions"
-DEFAULT_GRID = "256"
 
 
 @dataclass

@@ -157,3 +157,25 @@ def test_option_declares_metadata_and_none_means_the_task_chooses():
     check_value(info, None)
     with pytest.raises(UserError, match="size must be at least 1"):
         check_value(info, 0.5)
+
+
+def test_the_archive_search_and_the_front_ends_take_the_declared_search_and_tile_defaults():
+    """The archive search and the front ends' own fields (GUI dialogs, the QGIS panel's "best N")
+    start from the declared defaults; the panel is parsed from source (QGIS must not import us)."""
+    from rs_vlm_app.gui import archive_search, tile_jobs
+
+    top_k = declared(SearchOptions)["top_k"]
+    spec_fields = {f.name: f for f in dataclasses.fields(spec_kinds()["archive-search"])}
+    assert spec_fields["top_k"].default == top_k.default
+    assert top_k == archive_search.TOP_K
+    assert tile_jobs.DEFAULT_GRID == declared(CaptionOptions)["grid"].default == declared(ClassifyOptions)["grid"].default
+
+    panel = ast.parse((REPO / "plugin_qgis" / "panel.py").read_text(encoding="utf-8"))
+    calls = {}
+    for node in ast.walk(panel):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "top_k"):
+            calls[node.func.attr] = [ast.literal_eval(a) for a in node.args]
+    assert calls["setValue"] == [top_k.default]
+    low, high = calls["setRange"]
+    assert low >= top_k.minimum and high <= top_k.maximum

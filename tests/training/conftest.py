@@ -50,7 +50,7 @@ def subprocess_env() -> dict[str, str]:
     """Environment of an `rsvlm` subprocess: this checkout, one thread per process, no hub."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO)
-    env["OMP_NUM_THREADS"] = "1"
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"  # both: an in-process `rsvlm` may have set MKL's
     env["HF_HUB_OFFLINE"] = "1"
     return env
 

@@ -10,6 +10,7 @@ from rs_vlm_app.errors import UserError
 from rs_vlm_app.jobs.kinds.common import short
 from rs_vlm_app.jobs.protocol import ResultFile
 from rs_vlm_app.jobs.specs import JobResult, JobSpec, ModelSpec, register
+from rs_vlm_app.tasks.options import SearchOptions, declared, default_of
 
 
 @register
@@ -23,7 +24,7 @@ class ArchiveSearchSpec(JobSpec):
     query: str
     out: Path
     model: ModelSpec = field(default_factory=ModelSpec)    # must be the archive's model
-    top_k: int = 20
+    top_k: int = default_of(SearchOptions, "top_k")
     where: str | None = None                 # e.g. "date >= 2020-01-01 and scale = 256"
     aoi: str | None = None                   # FILE[:LAYER], any OGR vector
     exact: bool = False                      # exact even where an ANN index exists
@@ -45,7 +46,7 @@ class ArchiveSearchSpec(JobSpec):
         self.query = " ".join(self.query.split())
         if not self.query:
             raise UserError("the query is empty; give a description such as \"a marina with boats\"")
-        check_count("top_k", self.top_k, maximum=100_000)
+        check_count("top_k", self.top_k, maximum=int(declared(SearchOptions)["top_k"].maximum))
         check_count("columns", self.columns, maximum=100)
         Archive(Path(self.archive)).require_recipe()
         parse_where(self.where)
