@@ -250,7 +250,11 @@ def search(
     spec = _spec("search", model_options, model=model, scenes=scenes, query=query, out=out, top_k=top_k,
                  grid=grid, bands=bands, min_valid=min_valid, crs=crs, contact_sheet=contact_sheet,
                  columns=columns, aoi=aoi)
-    result = _run(spec, progress, cache)
+    return _search_result(_run(spec, progress, cache))
+
+
+def _search_result(result) -> SearchResult:
+    """The SearchResult of a finished search or archive-search job (both write layer "results")."""
     sheet = result.summary.get("sheet")
     path = Path(result.summary["out"])
     return SearchResult(query=result.summary["query"], out=path, results=read_vector(path, "results"),
@@ -283,11 +287,7 @@ def search_archive(
     out = Path(out) if out is not None else _out_dir(None, "archive-search") / "search.gpkg"
     spec = _spec("archive-search", model_options, model=model, archive=archive, query=query, out=out, top_k=top_k,
                  where=where, aoi=aoi, exact=exact, contact_sheet=contact_sheet, columns=columns)
-    result = _run(spec, progress, cache)
-    sheet = result.summary.get("sheet")
-    path = Path(result.summary["out"])
-    return SearchResult(query=result.summary["query"], out=path, results=read_vector(path, "results"),
-                        sheet=Path(sheet) if sheet else None, summary=result.summary)
+    return _search_result(_run(spec, progress, cache))
 
 
 def evaluate_selo(

@@ -8,6 +8,7 @@ import argparse
 
 def run_archive_search(args: argparse.Namespace) -> int:
     from rs_vlm_app.commands.jobrun import model_spec_from_args, run_spec
+    from rs_vlm_app.commands.search import print_hits
     from rs_vlm_app.errors import UserError
     from rs_vlm_app.jobs.kinds.archive_search import ArchiveSearchSpec
 
@@ -23,7 +24,5 @@ def run_archive_search(args: argparse.Namespace) -> int:
     s = outcome.result.summary
     print(f"{s['query']!r}: {len(s['hits'])} best tiles of {s['scenes_searched']} scene(s), {s['tiles_searched']} "
           f"tiles ({s['mode']}) -> {s['out']}" + (f", {s['sheet']}" if s["sheet"] else ""))
-    for hit in s["hits"][:10]:
-        r0, r1, c0, c1, _ = hit["window"]
-        print(f"  #{hit['rank']:<3d} {hit['score']:.4f}  {hit['scene']}  rows {r0}-{r1}, columns {c0}-{c1}")
+    print_hits(s["hits"], lambda hit: hit["scene"])
     return 0

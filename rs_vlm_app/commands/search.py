@@ -87,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{s['query']!r}: {len(s['hits'])} best tiles of {len(scenes)} scene(s) ({s['encoded_now']} encoded now, "
           f"the rest from the cache) -> {s['out']}" + (f", {s['sheet']}" if s["sheet"] else ""))
     print(f"footprints in {s['crs_note']}")
-    for hit in s["hits"][:10]:
-        r0, r1, c0, c1, _ = hit["window"]
-        print(f"  #{hit['rank']:<3d} {hit['score']:.4f}  {scenes[hit['scene']].name}  rows {r0}-{r1}, columns {c0}-{c1}")
+    print_hits(s["hits"], lambda hit: scenes[hit["scene"]].name)
     return 0
+
+
+def print_hits(hits: list[dict], scene_name, shown: int = 10) -> None:
+    """The first ``shown`` ranked tiles, one line each (rank, score, scene, pixel window)."""
+    for hit in hits[:shown]:
+        r0, r1, c0, c1, _ = hit["window"]
+        print(f"  #{hit['rank']:<3d} {hit['score']:.4f}  {scene_name(hit)}  rows {r0}-{r1}, columns {c0}-{c1}")
