@@ -6,18 +6,27 @@ measured is the builder, not a model.
 
 For each concurrency (16 and 64; the backend's ``concurrency``) one fresh build runs over
 --images-per-slot x concurrency synthetic images (each: the relay, --perspectives perspective
-prompts, the default 6 caption slots; the relay and perspectives send the image). Then a plain
-client (httpx2.AsyncClient, a semaphore of the same size) sends the same number of requests with the
-same kind of bodies (the image requests carry the same encoded images), all at once.
+prompts, the default 6 caption slots; the relay and perspectives send the image). The server keeps
+the bodies it received; then a plain client (httpx2.AsyncClient with the same pool limits, a
+semaphore of the same size) sends exactly those bodies again (``json=``), all at once, and parses
+every reply with the builder's own check (parse_response: finish_reason, think tags,
+reasoning_content).
 
 Reported per concurrency:
 - requests_per_s: the builder's model stages (first request sent to last reply, from the manifest);
 - baseline_requests_per_s: the plain client;
 - overhead_pct: how much longer the builder took than the plain client for the same requests
   (the aim: under 5 %), and overhead_ms_per_request: that difference per request;
-- cpu_ms_per_request: the builder process's CPU time per request during the build (prompt
-  rendering, image reading and encoding, SQLite commits, scheduling);
-- build_wall_s: the whole build_dataset call (ingest, rule stage, model stages, quality checks).
+- cpu_ms_per_request: the builder process's CPU time (all its threads) per request over the whole
+  build (ingest and rule stage, model stages, quality checks); model_stage_cpu_ms_per_request: the
+  same over the model stages only (prompt rendering, image encoding, the HTTP client, the manifest
+  writer thread, scheduling), and model_stage_loop_cpu_ms_per_request: that of the event loop's
+  thread alone (the manifest writer and image encoding run beside it, on another core if there is
+  one); baseline_cpu_ms_per_request: the plain client's CPU time per request (one thread: the HTTP
+  client and reply parsing, no more). When the client's CPU is the limit (2 cores shared with the
+  server), the loop thread's CPU per request against the baseline's is what the overhead is made of;
+- build_wall_s: the whole build_dataset call;
+- body_kib_per_request: the mean request body (the same for both).
 
 usage: python bench/dataset_build.py [--images-per-slot 20] [--perspectives 1] [--latency-ms 50]
        [--concurrency 16 64]
@@ -40,10 +49,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rs_vlm_app.mpgi import BuildConfig, build_dataset  # noqa: E402
-from rs_vlm_app.mpgi.backends import ChatRequest  # noqa: E402
 from rs_vlm_app.mpgi.backends.openai_compat import OpenAICompatBackend, parse_response  # noqa: E402
-from rs_vlm_app.mpgi.imagefiles import encode, load_rgb  # noqa: E402
 from rs_vlm_app.mpgi.manifest import Manifest  # noqa: E402
+from rs_vlm_app.reporting import NullReporter  # noqa: E402
 from tests.mpgi import data  # noqa: E402
 
 PERSPECTIVE_NAMES = ("scene", "objects", "spatial", "context")
@@ -51,9 +59,31 @@ PERSPECTIVE_NAMES = ("scene", "objects", "spatial", "context")
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "tests.mpgi.fakechat", "--delay-ms", str(latency_ms)],
-                              env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    server = subprocess.Popen([sys.executable, "-m", "tests.mpgi.fakechat", "--delay-ms", str(latency_ms),
+                               "--keep-bodies"], env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
     return server, server.stdout.readline().strip()
+
+
+def received_bodies(base_url: str) -> list[dict]:
+    """The chat bodies the server received since the last call (in arrival order)."""
+    import httpx2
+
+    return httpx2.get(f"{base_url}/_bodies", timeout=120).json()
+
+
+class StageClock(NullReporter):
+    """CPU times (the process's; the event loop thread's) when the model stages start (their first
+    progress report) and end (the quality checks start)."""
+
+    def __init__(self):
+        self.start: tuple[float, float] | None = None
+        self.end: tuple[float, float] | None = None
+
+    def progress(self, stage: str, done: int, total: int | None = None) -> None:
+        if stage in ("descriptions", "captions") and self.start is None:
+            self.start = (time.process_time(), time.thread_time())
+        elif stage == "quality" and self.end is None:
+            self.end = (time.process_time(), time.thread_time())
 
 
 def make_config(out: Path, images: Path, base_url: str, concurrency: int, perspectives: int) -> BuildConfig:
@@ -79,26 +109,6 @@ def model_stage_span(config: BuildConfig) -> tuple[float, int]:
     return last - first, count
 
 
-def baseline_bodies(config: BuildConfig, per_image_images: int) -> list[dict]:
-    """Request bodies like the build's: per image, the image requests (with the encoded image) and
-    the caption requests (text), with the prompts the build sent (taken from its attempts' outputs)."""
-    backend = OpenAICompatBackend("server", config.backends["server"])
-    bodies = []
-    with Manifest(config.manifest_path, readonly=True) as manifest:
-        for row in manifest.iter_images():
-            image = encode(load_rgb(row.record.path, max_side=config.image.max_side), config.image.format,
-                           config.image.quality)
-            facts = "\n".join(row.facts)
-            outputs = manifest.outputs_for([row.id])[row.id]
-            descriptions = "\n\n".join(text for stage, text in outputs.items() if stage != "rules")
-            for _ in range(per_image_images):
-                bodies.append(backend.body(ChatRequest("You describe images.", facts, image, 64, 0.2)))
-            for name, _slot in config.integration.slots():
-                bodies.append(backend.body(ChatRequest("You write captions.", f"{facts}\n{descriptions}\n{name}",
-                                                       None, 64, 0.7, seed=1)))
-    return bodies
-
-
 async def plain_client(url: str, bodies: list[dict], concurrency: int) -> float:
     import httpx2
 
@@ -113,6 +123,12 @@ async def plain_client(url: str, bodies: list[dict], concurrency: int) -> float:
         start = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))
         return time.perf_counter() - start
+
+
+def identical_retries(config: BuildConfig) -> int:
+    """Captions asked again because they came back identical to another of their image (issue 13)."""
+    with Manifest(config.manifest_path, readonly=True) as manifest:
+        return manifest.db.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE 'identical to %'").fetchone()[0]
 
 
 def main() -> None:
@@ -132,28 +148,33 @@ def main() -> None:
                 images = data.class_folders(tmp / f"images-{concurrency}", {"forest": n // 2, "harbor": n - n // 2},
                                             size=(128, 128))
                 config = make_config(tmp / f"out-{concurrency}", images, base_url, concurrency, args.perspectives)
+                received_bodies(base_url)  # start counting afresh
+                clock = StageClock()
                 cpu0, wall0 = time.process_time(), time.perf_counter()
-                summary = build_dataset(config)
+                summary = build_dataset(config, reporter=clock)
                 build_wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
                 assert summary.status == "completed" and summary.failed_units == 0, summary
                 span, requests = model_stage_span(config)
-                bodies = baseline_bodies(config, 1 + args.perspectives)
-                # A caption that came back identical to another of its image is asked again warmer
-                # (issue 13): those retries are caption requests the plain client must send too.
-                retries = requests - len(bodies)
-                assert retries >= 0, (len(bodies), requests)
-                captions = [b for b in bodies if "image_url" not in json.dumps(b)]
-                bodies += [captions[i % len(captions)] for i in range(retries)]
+                bodies = received_bodies(base_url)
+                assert len(bodies) == requests, (len(bodies), requests)
+                body_bytes = sum(len(json.dumps(b, ensure_ascii=False, separators=(",", ":")).encode()) for b in bodies)
                 url = OpenAICompatBackend("server", config.backends["server"]).url
+                base_cpu0 = time.process_time()
                 base = asyncio.run(plain_client(url, bodies, concurrency))
+                base_cpu = time.process_time() - base_cpu0
+                received_bodies(base_url)  # let the server drop the replayed bodies
                 results[str(concurrency)] = {
-                    "images": n, "requests": requests, "identical_caption_retries": retries,
+                    "images": n, "requests": requests, "identical_caption_retries": identical_retries(config),
                     "requests_per_s": round(requests / span, 1),
                     "baseline_requests_per_s": round(requests / base, 1),
                     "overhead_pct": round(100 * (span / base - 1), 2),
                     "overhead_ms_per_request": round(1000 * (span - base) / requests, 3),
                     "cpu_ms_per_request": round(1000 * cpu / requests, 3),
+                    "model_stage_cpu_ms_per_request": round(1000 * (clock.end[0] - clock.start[0]) / requests, 3),
+                    "model_stage_loop_cpu_ms_per_request": round(1000 * (clock.end[1] - clock.start[1]) / requests, 3),
+                    "baseline_cpu_ms_per_request": round(1000 * base_cpu / requests, 3),
                     "build_wall_s": round(build_wall, 2),
+                    "body_kib_per_request": round(body_bytes / requests / 1024, 2),
                 }
     finally:
         server.terminate()

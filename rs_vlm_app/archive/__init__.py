@@ -7,6 +7,7 @@ needs no server::
     ARCHIVE/scenes/<id>/scene.json          one finished scene: path, fingerprint, CRS, date, parts
     ARCHIVE/scenes/<id>/part-00000.parquet  its tiles (GeoParquet: EPSG:4326 footprint + native one)
     ARCHIVE/scenes/<id>/part-00000.npy      their embeddings, float32 (N, D), memory-mapped on read
+    ARCHIVE/scenes/<id>/part-00000.windows.npy  their pixel windows, int32 (N, 5)
     ARCHIVE/index/                          FAISS IVF-PQ index once the archive is large
     ARCHIVE/failures.json                   scenes the last run could not index, and why
 

@@ -1,10 +1,11 @@
 """Approximate nearest neighbours over an archive's tiles: a FAISS IVF-PQ index, exact re-rank.
 
 Below ANN_MIN_TILES the archive is searched exactly (a matrix product per part, streamed). Above it
-`rsvlm index` keeps ARCHIVE/index/ up to date: the PQ codes of every tile (D/8 bytes each: 64 bytes
-for a 512-d ViT-B tile, so 10M tiles fit in 640 MB of RAM) in inverted lists. A query probes
-``nprobe`` lists, takes ``refine`` x k candidates, reads their float32 embeddings from the parts
-and re-ranks them by exact cosine. Scenes added after the index was built are searched exactly
+`rsvlm index` keeps ARCHIVE/index/ up to date: the PQ codes of every tile (D/4 bytes each: 128 bytes
+for a 512-d ViT-B tile, so 10M tiles take 1.3 GB of RAM) in ~sqrt(N) (at least 1024) inverted lists,
+coded by residual. A query probes ``nprobe`` lists, takes ``refine`` x k candidates (at least
+MIN_CANDIDATES), reads their float32 embeddings from the parts (one gather per part) and re-ranks
+them by exact cosine. Scenes added after the index was built are searched exactly
 until the next `rsvlm index` adds them.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,11 @@ INDEX_FILE = "ivfpq.faiss"
 MANIFEST_FILE = "index.json"
 #: Rebuild (retrain) instead of adding when the index covers less than this share of the tiles.
 REBUILD_BELOW = 0.5
-DEFAULT_NPROBE = 64
-DEFAULT_REFINE = 10
+MIN_NLIST = 1024
+DEFAULT_NPROBE = 128
+DEFAULT_REFINE = 20
+#: Re-rank at least this many candidates exactly, whatever k (a top-20 search re-ranks as many as a top-100).
+MIN_CANDIDATES = 1000
 
 
 def _faiss():
@@ -43,10 +47,13 @@ def _faiss():
 
 
 def index_params(n: int, dim: int) -> tuple[int, int]:
-    """(nlist, m): inverted lists ~ 4 sqrt(N); m sub-quantizers of 8 bits, ~D/8 (a divisor of D)."""
-    nlist = int(min(65536, max(16, 4 * math.sqrt(n))))
-    nlist = min(nlist, max(1, n // 39))
-    target = max(1, dim // 8)
+    """(nlist, m): ~sqrt(N) inverted lists but at least MIN_NLIST (fewer lists merge distinct
+    regions of the embedding space into one list and the probe misses them), 39 training tiles per
+    list at least; m sub-quantizers of 8 bits, ~D/4 (a divisor of D: 128 bytes per 512-d tile; D/8
+    codes lose too much to rank the tiles of one list against an off-data text query)."""
+    nlist = int(min(65536, max(MIN_NLIST, math.sqrt(n))))
+    nlist = max(1, min(nlist, n // 39))
+    target = max(1, dim // 4)
     m = max(d for d in range(1, target + 1) if dim % d == 0)
     return nlist, m
 
@@ -56,6 +63,13 @@ class AnnIndex:
     index: object
     parts: list[tuple[str, int, int]]      # (scene, part, rows) in id order
     offsets: np.ndarray                    # id of each part's first row
+    mapped: dict = field(default_factory=dict, repr=False)   # part ordinal -> its memory-mapped embeddings
+
+    def embeddings(self, ordinal: int, path: Path) -> np.ndarray:
+        """The memory-mapped embeddings of part ``ordinal`` (mapped once per loaded index)."""
+        if ordinal not in self.mapped:
+            self.mapped[ordinal] = np.load(path, mmap_mode="r")
+        return self.mapped[ordinal]
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(part ordinal, row in part) of global ids."""
@@ -66,8 +80,22 @@ class AnnIndex:
         return {(s, p) for s, p, _ in self.parts}
 
 
+_LOADED: dict[Path, tuple[tuple, AnnIndex]] = {}
+
+
 def load_index(archive: Archive) -> AnnIndex | None:
+    """The archive's index, or None; kept in memory for later searches of this process until the
+    index files change (a search then costs the probe, not a read of every PQ code)."""
     folder = archive.root / INDEX_DIR
+    try:
+        stamp = tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in
+                      ((folder / MANIFEST_FILE).stat(), (folder / INDEX_FILE).stat()))
+    except OSError:
+        return None
+    key = folder.resolve()
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -77,7 +105,10 @@ def load_index(archive: Archive) -> AnnIndex | None:
     parts = [tuple(p) for p in manifest["parts"]]
     counts = np.array([p[2] for p in parts], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, np.int64)
-    return AnnIndex(index, parts, offsets.astype(np.int64))
+    loaded = AnnIndex(index, parts, offsets.astype(np.int64))
+    _LOADED.clear()                        # one archive's index at a time: PQ codes can be GBs
+    _LOADED[key] = (stamp, loaded)
+    return loaded
 
 
 def build_index(archive: Archive, *, reporter: Reporter | None = None, seed: int = 0) -> dict:
@@ -126,6 +157,7 @@ def _save(archive: Archive, index, covered, nlist: int, m: int) -> dict:
         faiss.write_index(index, str(tmp))
     manifest = {"parts": covered, "nlist": nlist, "m": m, "tiles": int(index.ntotal)}
     write_text_atomic(folder / MANIFEST_FILE, json.dumps(manifest))
+    _LOADED.clear()
     return {"tiles": int(index.ntotal), "nlist": nlist, "m": m}
 
 
@@ -145,6 +177,12 @@ def maybe_update_index(archive: Archive, *, reporter: Reporter | None = None,
         return {"tiles": int(current.index.ntotal), "nlist": int(current.index.nlist), "m": int(current.index.pq.M)}
     added = _add(current.index, new, reporter or NullReporter())
     return _save(archive, current.index, current.parts + added, int(current.index.nlist), int(current.index.pq.M))
+
+
+def candidate_count(k: int, refine: int = DEFAULT_REFINE) -> int:
+    """How many approximate candidates a top-``k`` search re-ranks exactly: ``refine`` x k, at least
+    MIN_CANDIDATES (re-reading a few thousand rows costs milliseconds; missing a true hit costs recall)."""
+    return max(int(k) * int(refine), MIN_CANDIDATES)
 
 
 def ann_candidates(ann: AnnIndex, query: np.ndarray, n: int, allowed: np.ndarray | None = None,

@@ -13,9 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
-from rs_vlm_app.archive.ann import DEFAULT_NPROBE, DEFAULT_REFINE, ann_candidates, load_index
+from rs_vlm_app.archive.ann import (
+    DEFAULT_NPROBE,
+    DEFAULT_REFINE,
+    ann_candidates,
+    candidate_count,
+    load_index,
+)
 from rs_vlm_app.archive.filters import TileFilter
-from rs_vlm_app.archive.store import Archive, Part, SceneInfo, read_tile_table
+from rs_vlm_app.archive.store import (
+    Archive,
+    Part,
+    SceneInfo,
+    pyarrow_modules,
+    read_tile_table,
+    windows_sidecar,
+)
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.reporting import NullReporter, Reporter, check_cancelled
 
@@ -47,6 +60,10 @@ class ArchiveSearchResult:
 
 
 def part_windows(part: Part) -> np.ndarray:
+    """Every window (N, 5) of a part: its sidecar, or its tile table for older archives."""
+    sidecar = windows_sidecar(part.table)
+    if sidecar.is_file():
+        return np.load(sidecar).astype(np.int64)
     table = read_tile_table(part.table, WINDOW_COLUMNS)
     return np.column_stack([table[c].to_numpy() for c in WINDOW_COLUMNS]).astype(np.int64).reshape(-1, 5)
 
@@ -109,18 +126,30 @@ def _ann_search(archive: Archive, ann, text, k, filt: TileFilter, allowed: set[s
                 mask[start:start + rows] = filt.tile_mask(scenes[sid], part_windows(part))
         if not mask.any():
             return []
-    ids = ann_candidates(ann, text, k * refine, mask, nprobe=nprobe)
-    ordinal, rows = ann.locate(ids)
+    ids = ann_candidates(ann, text, candidate_count(k, refine), mask, nprobe=nprobe)
+    return exact_rerank(archive, ann, ids, text, k, allowed)
+
+
+def exact_rerank(archive: Archive, ann, ids: np.ndarray, text: np.ndarray, k: int,
+                 allowed: set[str]) -> list[tuple[float, str, int, int]]:
+    """The ``k`` best of the candidates ``ids`` by exact cosine: one gather of the candidates' rows
+    per part from its memory-mapped embeddings (rows in file order), one matrix-vector product."""
+    ordinal, rows = ann.locate(np.asarray(ids, dtype=np.int64))
+    order = np.lexsort((rows, ordinal))
+    ordinal, rows = ordinal[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, ordinal[1:] != ordinal[:-1]]) if len(ordinal) else np.zeros(0, int)
     out = []
-    for o in np.unique(ordinal):
-        sid, index, _ = ann.parts[int(o)]
+    for begin, end in zip(starts, np.r_[starts[1:], len(ordinal)], strict=True):
+        sid, index, _ = ann.parts[int(ordinal[begin])]
         if sid not in allowed:
             continue
-        picked = np.sort(rows[ordinal == o])
-        _, vectors = archive.part_paths(sid, index)
-        embeddings = np.load(vectors, mmap_mode="r")[picked]
-        scores = np.asarray(embeddings @ text, dtype=np.float32)   # the exact re-rank
-        out += [(float(s), sid, int(index), int(r)) for s, r in zip(scores, picked, strict=True)]
+        picked = rows[begin:end]
+        vectors = ann.embeddings(int(ordinal[begin]), archive.part_paths(sid, index)[1])
+        embeddings = np.asarray(vectors[picked])
+        # the exact re-rank; einsum, not BLAS: a threaded gemv of a few thousand rows waits on threads
+        scores = np.einsum("ij,j->i", embeddings, text.astype(embeddings.dtype, copy=False)).astype(np.float32)
+        keep = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+        out += [(float(scores[i]), sid, int(index), int(picked[i])) for i in keep]
     return out
 
 
@@ -129,12 +158,30 @@ def _windows_of(archive: Archive, top) -> dict[tuple[str, int, int], tuple[int, 
     by_part: dict[tuple[str, int], list[int]] = {}
     for _, sid, part, row in top:
         by_part.setdefault((sid, part), []).append(row)
-    scenes = archive.scenes()
     for (sid, index), rows in by_part.items():
-        windows = part_windows(Part(scenes[sid], index, *archive.part_paths(sid, index)))
-        for row in rows:
-            out[(sid, index, row)] = tuple(int(v) for v in windows[row])
+        windows = rows_windows(archive.part_paths(sid, index)[0], np.asarray(rows, dtype=np.int64))
+        for row, window in zip(rows, windows, strict=True):
+            out[(sid, index, row)] = tuple(int(v) for v in window)
     return out
+
+
+def rows_windows(table: Path, rows: np.ndarray) -> np.ndarray:
+    """The windows (len(rows), 5) of some rows of a part's tile table, reading only the row groups
+    that hold them (a top-k spread over many parts reads k groups, not k whole tables); from the
+    windows sidecar when the part has one."""
+    sidecar = windows_sidecar(table)
+    if sidecar.is_file():
+        return np.load(sidecar, mmap_mode="r")[rows].astype(np.int64)
+    _, pq = pyarrow_modules()
+    handle = pq.ParquetFile(table)
+    sizes = np.array([handle.metadata.row_group(g).num_rows for g in range(handle.num_row_groups)], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    group = np.searchsorted(starts, rows, side="right") - 1
+    wanted = np.unique(group)
+    read = handle.read_row_groups([int(g) for g in wanted], columns=WINDOW_COLUMNS)
+    windows = np.column_stack([read[c].to_numpy() for c in WINDOW_COLUMNS]).astype(np.int64).reshape(-1, 5)
+    first = np.concatenate([[0], np.cumsum(sizes[wanted])])       # where each read group begins
+    return windows[first[np.searchsorted(wanted, group)] + rows - starts[group]]
 
 
 def search_archive(archive_path: Path, query: str, out: Path, encoder, *, top_k: int = 20,

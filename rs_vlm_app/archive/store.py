@@ -180,6 +180,9 @@ class Archive:
         folder = self.scene_folder(scene_id)
         return folder / f"part-{index:05d}.parquet", folder / f"part-{index:05d}.npy"
 
+    def windows_path(self, scene_id: str, index: int) -> Path:
+        return windows_sidecar(self.part_paths(scene_id, index)[0])
+
     def part_done(self, scene_id: str, index: int) -> bool:
         table, vectors = self.part_paths(scene_id, index)
         return table.is_file() and vectors.is_file()
@@ -208,10 +211,11 @@ class Archive:
         lonlat = to_lonlat(native, info.crs_wkt)
         table, vectors = self.part_paths(info.id, index)
         table.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(vectors) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, embeddings)
-            handle.flush()
-            os.fsync(handle.fileno())
+        for path, array in ((self.windows_path(info.id, index), windows.astype(np.int32)), (vectors, embeddings)):
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, array)
+                handle.flush()
+                os.fsync(handle.fileno())
         with atomic_path(table) as tmp:
             write_tile_table(tmp, info, windows, native, lonlat, recipe)
 
@@ -241,6 +245,13 @@ class Archive:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def windows_sidecar(table: Path) -> Path:
+    """A part's pixel windows as an int32 (N, 5) .npy beside its tile table: a ranked hit's window is
+    one memory-mapped row instead of a decoded Parquet row group (archives written before the
+    sidecar existed are read from the table)."""
+    return table.with_name(table.stem + ".windows.npy")
 
 
 def write_tile_table(path: Path, info: SceneInfo, windows: np.ndarray, native: np.ndarray, lonlat: np.ndarray,

@@ -4,7 +4,10 @@ catalogue   resources/models.toml as typed entries (ModelEntry, load_catalogue, 
 resolve     weights file of an entry: rs-vlm cache, Hugging Face cache, download only when allowed
 loading     safe reading (safetensors / weights_only) and exact loading of state_dicts
 spec        ModelSpec: the one description of which model, and where it computes (every layer passes it)
-factory     ModelSpec -> LoadedModel (load_model; a new model every call)
+factory     ModelSpec -> LoadedModel (load_model; a new model every call; image tower loaded
+            when first needed)
+open_clip_import  import_open_clip: open_clip without transformers, timm, huggingface_hub and
+            torch._dynamo until a model needs them
 cache       ModelCache: the one cache of loaded models, and the encoders/captioners built on them
 tile_encoder  TileEncoder / TileCaptioner: the protocols tasks type their models against
 device      pick_device, resolve_precision, autocast, default_batch_size

@@ -71,7 +71,9 @@ def register_model_config(config: ModelConfig) -> str:
     A private name keeps a user's "ViT-B-32.json" from replacing open_clip's built-in ViT-B-32 for the
     rest of the process.
     """
-    import open_clip
+    from rs_vlm_app.models.open_clip_import import import_open_clip
+
+    open_clip = import_open_clip()
 
     name = f"rsvlm-{config.path.stem}-{config.digest}"
     if open_clip.get_model_config(name) is None:
@@ -84,7 +86,9 @@ def register_model_config(config: ModelConfig) -> str:
 
 def check_arch(arch: str) -> str:
     """The open_clip architecture name for ``arch`` ("ViT-B/32" -> "ViT-B-32"); UserError if unknown."""
-    import open_clip
+    from rs_vlm_app.models.open_clip_import import import_open_clip
+
+    open_clip = import_open_clip()
 
     name = arch.strip().replace("/", "-")
     known = open_clip.list_models()
@@ -101,7 +105,9 @@ def check_arch(arch: str) -> str:
 
 def arch_config(name: str) -> dict:
     """open_clip's config for a known architecture name (after check_arch or register_model_config)."""
-    import open_clip
+    from rs_vlm_app.models.open_clip_import import import_open_clip
+
+    open_clip = import_open_clip()
 
     cfg = open_clip.get_model_config(name)
     if cfg is None:  # check_arch/register_model_config come first; this is a bug, not a user mistake

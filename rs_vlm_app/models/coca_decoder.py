@@ -224,8 +224,12 @@ def _split_heads(x, heads: int, head_dim: int):
 
 def cache_supported(model) -> str | None:
     """None when :class:`CachedStepper` can run ``model``; otherwise the reason it cannot."""
-    from open_clip.transformer import MultimodalTransformer, ResidualAttentionBlock, TextTransformer
     from torch import nn
+
+    from rs_vlm_app.models.open_clip_import import import_open_clip
+
+    import_open_clip()
+    from open_clip.transformer import MultimodalTransformer, ResidualAttentionBlock, TextTransformer
 
     text, decoder = getattr(model, "text", None), getattr(model, "text_decoder", None)
     if not isinstance(text, TextTransformer):

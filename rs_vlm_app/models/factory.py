@@ -13,6 +13,8 @@ import functools
 import hashlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +35,18 @@ log = logging.getLogger(__name__)
 FAMILY_WORDS = {"clip": "a CLIP model", "coca": "a CoCa caption model"}
 
 
-@dataclass
+@dataclass(eq=False)
 class LoadedModel:
-    """A model ready for inference, with what is needed to feed it and to key caches on it."""
+    """A model ready for inference, with what is needed to feed it and to key caches on it.
 
-    model: object  # torch.nn.Module (open_clip CLIP, CustomTextCLIP or CoCa), in eval mode
+    The image tower's weights are assigned when first needed (:meth:`load_visual`): a query whose
+    tile embeddings are all cached needs only the text tower, and never reads, converts or pages in
+    the image tower's weights. ``model`` is always the whole model (it loads them); ``network`` is the
+    same module as it stands (its ``visual`` parameters may still be on the meta device), for code
+    that runs only the text tower or calls :meth:`load_visual` before images.
+    """
+
+    network: object  # torch.nn.Module (open_clip CLIP, CustomTextCLIP or CoCa), in eval mode
     tokenizer: Callable
     family: str
     display_name: str
@@ -54,6 +63,29 @@ class LoadedModel:
     device: str = "cpu"
     precision: str = "fp32"
     entry: ModelEntry | None = field(default=None, repr=False)
+    visual_loader: Callable[[], None] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def model(self) -> object:
+        """The whole model, image tower loaded (see the class docstring)."""
+        self.load_visual()
+        return self.network
+
+    @property
+    def visual_loaded(self) -> bool:
+        return self.visual_loader is None
+
+    def load_visual(self) -> None:
+        """Assign the image tower's weights if they were deferred (once; thread-safe)."""
+        if self.visual_loader is None:
+            return
+        with self._lock:
+            if self.visual_loader is not None:
+                started = time.monotonic()
+                self.visual_loader()
+                self.visual_loader = None
+                log.debug("%s: image tower loaded in %.2f s", self.display_name, time.monotonic() - started)
 
 
 @dataclass(frozen=True)
@@ -135,14 +167,15 @@ def load_model(request: ModelSpec, *, device: str | None = None, precision: str 
     contrastive image and text embeddings, a caption model given where a CLIP is asked for is far
     more often a mistake than a choice, so it is an error, as the captioning issue requires.
     """
-    import open_clip
-
     from rs_vlm_app.models import archs
     from rs_vlm_app.models.device import pick_device, resolve_precision
     from rs_vlm_app.models.loading import load_weights, read_state_dict
     from rs_vlm_app.models.open_clip_fixes import weightless_build
+    from rs_vlm_app.models.open_clip_import import import_open_clip
     from rs_vlm_app.models.resolve import resolve_checkpoint
     from rs_vlm_app.models.weights_info import describe_state_dict
+
+    open_clip = import_open_clip()
 
     plan = _plan(request, expect_family)
     device = pick_device(device or request.device)
@@ -185,11 +218,20 @@ def load_model(request: ModelSpec, *, device: str | None = None, precision: str 
     except Exception as exc:  # a config open_clip cannot build (bad sizes in a user's JSON)
         raise UserError(f"open_clip cannot build architecture {arch}: {' '.join(str(exc).split())[:200]}",
                         path=request.model_config) from None
-    load_weights(model, state, model_name=plan.display_name, path=checkpoint)
+    # the image tower's weights are checked now and assigned when first needed (LoadedModel.load_visual)
+    assign_visual = load_weights(model, state, model_name=plan.display_name, path=checkpoint, defer="visual")
     del state
     model.eval()
     model.requires_grad_(False)
-    model.to(device)
+    visual_loader = None
+    if assign_visual is None:
+        model.to(device)
+    else:
+        _to_device_without(model, "visual", device)
+
+        def visual_loader() -> None:
+            assign_visual()
+            model.visual.to(device)
 
     try:
         tokenizer = _tokenizer(arch)
@@ -199,21 +241,35 @@ def load_model(request: ModelSpec, *, device: str | None = None, precision: str 
     image_size = model.visual.image_size
     image_size = int(image_size[0] if isinstance(image_size, tuple | list) else image_size)
     return LoadedModel(
-        model=model, tokenizer=tokenizer, family=family, display_name=plan.display_name,
+        network=model, tokenizer=tokenizer, family=family, display_name=plan.display_name,
         image_size=image_size, mean=mean, std=std, interpolation=interpolation,
         context_length=int(getattr(tokenizer, "context_length", None) or cfg["text_cfg"].get("context_length", 77)),
         fingerprint=fingerprint(checkpoint, arch=arch, quick_gelu=quick_gelu, extra=config_text),
         arch=arch, quick_gelu=quick_gelu, checkpoint=checkpoint, embed_dim=int(cfg["embed_dim"]),
-        device=device, precision=precision, entry=plan.entry,
+        device=device, precision=precision, entry=plan.entry, visual_loader=visual_loader,
     )
+
+
+def _to_device_without(model, child: str, device: str) -> None:
+    """``model.to(device)`` except its child module ``child`` (whose parameters are on meta and
+    cannot be copied; it moves when its weights are assigned). A placeholder holds the child's place
+    meanwhile, so the order of the model's modules (and of its state_dict) does not change."""
+    import torch
+
+    held = getattr(model, child)
+    setattr(model, child, torch.nn.Module())
+    try:
+        model.to(device)
+    finally:
+        setattr(model, child, held)
 
 
 @functools.cache
 def _tokenizer(arch: str) -> Callable:
     """open_clip's tokenizer for ``arch``, built once per process (reading its vocabulary takes ~0.5 s)."""
-    import open_clip
+    from rs_vlm_app.models.open_clip_import import import_open_clip
 
-    return open_clip.get_tokenizer(arch)
+    return import_open_clip().get_tokenizer(arch)
 
 
 class _DropOpenClipNotes(logging.Filter):
@@ -236,9 +292,9 @@ def _quiet_open_clip():
 def _normalisation(entry: ModelEntry | None, arch: str, preprocess_cfg: dict) -> tuple[tuple, tuple, str]:
     mean, std, interpolation = OPENAI_MEAN, OPENAI_STD, "bicubic"
     if entry is not None and isinstance(entry.source, OpenClipPretrained):
-        from open_clip.pretrained import get_pretrained_cfg
+        from rs_vlm_app.models.open_clip_import import import_open_clip
 
-        tag_cfg = get_pretrained_cfg(arch, entry.source.tag)
+        tag_cfg = import_open_clip().pretrained.get_pretrained_cfg(arch, entry.source.tag)
         mean, std = tag_cfg.get("mean", mean), tag_cfg.get("std", std)
         interpolation = tag_cfg.get("interpolation", interpolation)
     if entry is not None:

@@ -10,12 +10,13 @@ open_clip's plain-weights copies instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import pickle
 import struct
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -143,12 +144,37 @@ def _flatten(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+#: In-place tensor methods that only set values (torch.nn.init and modules' reset_parameters use
+#: these): on a meta tensor they have nothing to set.
+_VALUE_ONLY_INPLACE = frozenset({
+    "normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
+    "clamp_min_", "clamp_max_", "copy_", "exponential_", "bernoulli_", "random_", "log_normal_",
+    "cauchy_", "geometric_", "fill_diagonal_", "abs_", "neg_", "sqrt_", "exp_", "log_",
+})
+
+
+class _SkipInitOnMeta(torch.overrides.TorchFunctionMode):
+    """Skips value-only in-place ops on meta tensors (a meta tensor has shape and dtype, no values).
+
+    Besides the wasted work, ``normal_`` on a meta tensor runs torch's Python reference, which is
+    wrapped in ``torch._disable_dynamo`` and so imports all of torch._dynamo (seconds) on first use."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _VALUE_ONLY_INPLACE:
+            target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by keyword
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def parameters_on_meta() -> Iterator[None]:
-    """Build modules whose parameters live on the meta device: no memory, and their random
-    initialisation is free (it runs on meta). Buffers stay real (causal masks and the like are
-    computed as usual). Load the weights with :func:`load_weights`, which assigns the checkpoint's
-    tensors (memory-mapped where the file allows) instead of copying them into a second full set."""
+    """Build modules whose parameters live on the meta device: no memory, and no random
+    initialisation (value-only in-place ops on meta tensors are skipped). Buffers stay real (causal
+    masks and the like are computed as usual). Load the weights with :func:`load_weights`, which
+    assigns the checkpoint's tensors (memory-mapped where the file allows) instead of copying them
+    into a second full set."""
     register = torch.nn.Module.register_parameter
 
     def register_on_meta(module: torch.nn.Module, name: str, param) -> None:
@@ -159,16 +185,23 @@ def parameters_on_meta() -> Iterator[None]:
 
     torch.nn.Module.register_parameter = register_on_meta
     try:
-        yield
+        with _SkipInitOnMeta():
+            yield
     finally:
         torch.nn.Module.register_parameter = register
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict, *, model_name: str, path: Path) -> None:
+def load_weights(model: torch.nn.Module, state_dict: dict, *, model_name: str, path: Path,
+                 defer: str | None = None) -> Callable[[], None] | None:
     """Load ``state_dict`` into ``model`` exactly, or raise a UserError naming the mismatched keys.
 
     A model built under :func:`parameters_on_meta` takes the checkpoint's tensors themselves (no copy;
-    those not in float32 are converted one by one); a real model gets them copied in."""
+    those not in float32 are converted one by one); a real model gets them copied in.
+
+    ``defer`` (a model built on meta only): the name of a child module (e.g. "visual") whose weights
+    are checked now with all the others but assigned later, by the function returned (call it once;
+    it converts and assigns them the same way). Until then that child's parameters stay on meta.
+    Returns None when nothing was deferred."""
     state = dict(state_dict)
     expected = model.state_dict()
     for key in [k for k in state if k not in expected and (k in HARMLESS_KEYS or k.endswith(HARMLESS_SUFFIXES))]:
@@ -176,9 +209,9 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, model_name: str, p
     # open_clip's own fix-ups: old CLIP layout into a custom-text model, and a scalar vs 1-d logit scale
     if ("positional_embedding" in state and "positional_embedding" not in expected
             and "text.positional_embedding" in expected and not any(k.startswith("text_decoder.") for k in expected)):
-        from open_clip.model import convert_to_custom_text_state_dict
+        from rs_vlm_app.models.open_clip_import import import_open_clip
 
-        state = convert_to_custom_text_state_dict(state)
+        state = import_open_clip().model.convert_to_custom_text_state_dict(state)
     for key in ("logit_scale", "logit_bias"):
         if key in state and key in expected and state[key].numel() == expected[key].numel() == 1:
             state[key] = state[key].reshape(expected[key].shape)
@@ -191,14 +224,37 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, model_name: str, p
     on_meta = any(p.device.type == "meta" for p in model.parameters())
     if not on_meta:
         model.load_state_dict(state, strict=True)
-        return
-    for key, value in state.items():  # keep each parameter's dtype (the checkpoint may be fp16)
-        wanted = expected[key].dtype
-        if value.dtype != wanted and value.is_floating_point():
-            state[key] = value.to(wanted)
-    model.load_state_dict(state, strict=True, assign=True)
-    left = [name for name, p in model.named_parameters() if p.device.type == "meta"]
-    if left:  # cannot happen after a strict load; a clear error beats a meta tensor in a forward pass
+        return None
+    later: dict[str, torch.Tensor] = {}
+    child = getattr(model, defer, None) if defer else None
+    if isinstance(child, torch.nn.Module):
+        later = {k[len(defer) + 1:]: state.pop(k) for k in list(state) if k.startswith(f"{defer}.")}
+    _assign(model, state, strict=not later)  # every key was checked above: non-strict misses only `later`
+    _check_no_meta(model, model_name, path, skip=f"{defer}." if later else None)
+    if not later:
+        return None
+    return functools.partial(_assign_deferred, child, later, model_name, path)
+
+
+def _assign(module: torch.nn.Module, state: dict, *, strict: bool) -> None:
+    """``module`` takes ``state``'s tensors (load_state_dict(assign=True)), each converted to the
+    dtype of the tensor it replaces (the checkpoint may be fp16)."""
+    expected = module.state_dict()
+    state = {key: value.to(expected[key].dtype) if value.dtype != expected[key].dtype and value.is_floating_point()
+             else value for key, value in state.items()}
+    module.load_state_dict(state, strict=strict, assign=True)
+
+
+def _assign_deferred(module: torch.nn.Module, state: dict, model_name: str, path: Path) -> None:
+    _assign(module, state, strict=True)
+    _check_no_meta(module, model_name, path)
+
+
+def _check_no_meta(module: torch.nn.Module, model_name: str, path: Path, skip: str | None = None) -> None:
+    """Cannot fail after a strict load; a clear error beats a meta tensor in a forward pass."""
+    left = [name for name, p in module.named_parameters()
+            if p.device.type == "meta" and not (skip and name.startswith(skip))]
+    if left:
         raise UserError(f"{model_name}: no weights for {', '.join(left[:_SHOWN])}", path=path)
 
 

@@ -32,9 +32,11 @@ def weightless_build() -> Iterator[None]:
     CPU fp32 build that call changes nothing, so it is skipped here. Where open_clip has no such
     step (another version), the model is built the ordinary way.
     """
-    import open_clip.factory
-
     from rs_vlm_app.models.loading import parameters_on_meta
+    from rs_vlm_app.models.open_clip_import import import_open_clip
+
+    import_open_clip()
+    import open_clip.factory
 
     finish = getattr(open_clip.factory, "_set_model_device_and_precision", None)
     if finish is None:

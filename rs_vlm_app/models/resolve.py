@@ -178,9 +178,9 @@ def _hub_locations(entry: ModelEntry) -> list[tuple[str, str, str | None]]:
 
 
 def _open_clip_cfg(entry: ModelEntry) -> dict:
-    from open_clip.pretrained import get_pretrained_cfg
+    from rs_vlm_app.models.open_clip_import import import_open_clip
 
-    cfg = get_pretrained_cfg(entry.arch, entry.source.tag)
+    cfg = import_open_clip().pretrained.get_pretrained_cfg(entry.arch, entry.source.tag)
     if not cfg:
         raise UserError(f"model {entry.name!r}: open_clip has no pretrained tag {entry.source.tag!r} "
                         f"for {entry.arch} (the catalogue is out of date)")

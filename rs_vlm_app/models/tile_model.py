@@ -1,5 +1,6 @@
 """What the tile encoder and the captioner share: a loaded model (never moved: it may be shared), and
-feeding it model-sized uint8 RGB tiles normalised on its device in batches."""
+feeding it model-sized uint8 RGB tiles normalised on its device in batches (the model's image tower
+is loaded before the first batch: see models.factory.LoadedModel)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class TileModel:
         if device.strip().lower() not in ("auto", loaded.device):
             raise ValueError(f"{loaded.display_name} was loaded on {loaded.device}, not {device}; load it there")
         self.precision = resolve_precision(self.device, loaded.precision if precision == "auto" else precision)
-        self.model = loaded.model
+        self.model = loaded.network  # its image tower's weights are assigned before the first tiles
         self.tokenizer = loaded.tokenizer
         self.image_size = loaded.image_size
         self.fingerprint = loaded.fingerprint
@@ -62,6 +63,7 @@ class TileModel:
         from rs_vlm_app.models.device import autocast
 
         tiles = self._check_tiles(tiles)
+        self.loaded.load_visual()
         out: list[T] = []
         start = 0
         with torch.inference_mode(), autocast(self.device, self.precision):

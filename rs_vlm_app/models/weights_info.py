@@ -123,7 +123,9 @@ def describe_state_dict(state_dict: Mapping) -> WeightsInfo:
 
 def matching_archs(info: WeightsInfo, limit: int = 3) -> list[str]:
     """open_clip architectures whose config has the sizes of ``info`` (imports open_clip)."""
-    import open_clip
+    from rs_vlm_app.models.open_clip_import import import_open_clip
+
+    open_clip = import_open_clip()
 
     known = {"embed_dim": info.embed_dim, "vision_width": info.vision_width, "vision_layers": info.vision_layers,
              "patch_size": info.patch_size, "image_size": info.image_size, "text_width": info.text_width,

@@ -8,10 +8,11 @@ length one after another, each request told its slot number and the captions alr
 that length (and carrying its own ``seed``), so a deterministic server still gives distinct
 captions; a caption identical to one the image already has is asked again, warmer, before it is
 kept. Only whole replies become outputs (a reply cut off at the token limit is asked again once
-with twice the tokens, then the unit fails with that reason). Every attempt is written to the
-manifest before the request is sent and updated when it ends; a reply is committed, and flushed to
-disk, as soon as it arrives (replies arriving together share one flush: :class:`GroupCommit`), and a
-unit with an output is never asked again.
+with twice the tokens, then the unit fails with that reason). Every attempt is recorded in the
+manifest by the writer thread (:class:`~rs_vlm_app.mpgi.writer.ManifestWriter`): once it ends, or
+as running once it has run for half a second; an accepted reply counts as done only once it is
+flushed to disk (replies arriving together share one flush), and a unit with an output is never
+asked again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from rs_vlm_app.mpgi.imagefiles import EncodedImage, ImageReadError, encode, loa
 from rs_vlm_app.mpgi.manifest import CANCELLED, ERROR, ImageRow, Manifest
 from rs_vlm_app.mpgi.plan import CAPTION_PREFIX, Plan, prompt_hash
 from rs_vlm_app.mpgi.prompts import PromptTemplate
+from rs_vlm_app.mpgi.writer import ManifestWriter
 from rs_vlm_app.reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,9 @@ class Generator:
         self.backends = backends
         self.reporter = reporter
         self.stats = GenerationStats()
-        self._commits = GroupCommit(manifest)
+        self._writer = ManifestWriter(manifest.path)
+        self._next_attempt = 0  # the next attempt row id (handed out here, written by the writer)
+        self._tries: dict[int, dict[str, int]] = {}  # image id -> {stage: last attempt number}, images in flight
         self._streak: dict[str, int] = {name: 0 for name in backends}
         self._done: dict[str, int] = {}
         self._totals: dict[str, int] = {}
@@ -104,25 +109,26 @@ class Generator:
             self._done[group] = sum(counts.get(s, 0) for s in stages)
             self.reporter.progress(group, self._done[group], self._totals[group])
         limit = max(4, 2 * sum(b.concurrency for b in self.backends.values()))
-        in_flight: set[asyncio.Task] = set()
-        cancel = asyncio.Event()
-        watcher = asyncio.create_task(self._watch_cancel(cancel))
+        self._next_attempt = self.manifest.next_attempt_id()
+        await self._writer.start()
+        window = _Window(limit)
+        watcher = asyncio.create_task(self._watch_cancel(window))
         try:
-            for row, outputs in self._pending(sources):
-                while len(in_flight) >= limit:
-                    await self._wait(in_flight, cancel)
-                if cancel.is_set() or self.reporter.cancel_requested():
+            for row, outputs, tries in self._pending(sources):
+                await window.room()
+                if self.reporter.cancel_requested():
                     raise Cancelled()
-                in_flight.add(asyncio.create_task(self._image(row, outputs)))
-            while in_flight:
-                await self._wait(in_flight, cancel)
+                self._tries[row.id] = tries
+                window.add(self._image(row, outputs))
+            await window.drain()
         except BaseException:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            await window.cancel_all()
             raise
         finally:
             watcher.cancel()
+            await self._writer.close()
+        if self._writer.error is not None:
+            raise self._writer.error
         return self.stats
 
     def _pending(self, sources: list[str]):
@@ -137,31 +143,27 @@ class Generator:
         yield from self._with_outputs(page, needed)
 
     def _with_outputs(self, rows: list[ImageRow], needed: list[str]):
-        outputs = self.manifest.outputs_for([r.id for r in rows])
+        ids = [r.id for r in rows]
+        outputs = self.manifest.outputs_for(ids)
+        tries = self.manifest.attempt_numbers(ids)
         for row in rows:
             done = outputs[row.id]
             if any(stage not in done for stage in needed):
-                yield row, done
+                yield row, done, tries[row.id]
 
-    async def _wait(self, in_flight: set[asyncio.Task], cancel: asyncio.Event) -> None:
-        stopper = asyncio.create_task(cancel.wait())
-        try:
-            done, _ = await asyncio.wait(in_flight | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        for task in done:
-            if task is stopper:
-                raise Cancelled()
-            in_flight.discard(task)
-            task.result()  # an error that must stop the build (endpoint down, a bug) propagates
-
-    async def _watch_cancel(self, cancel: asyncio.Event) -> None:
+    async def _watch_cancel(self, window: _Window) -> None:
         while not self.reporter.cancel_requested():
             await asyncio.sleep(0.2)
-        cancel.set()
+        window.stop()
 
     # ------------------------------------------------------------------------------- one image
     async def _image(self, row: ImageRow, outputs: dict[str, str]) -> None:
+        try:
+            await self._image_units(row, outputs)
+        finally:
+            del self._tries[row.id]
+
+    async def _image_units(self, row: ImageRow, outputs: dict[str, str]) -> None:
         values = prompt_values(row)
         todo = [u for u in [*self._relay, *self._perspectives] if u.stage not in outputs]
         if todo:
@@ -189,7 +191,8 @@ class Generator:
         lengths: dict[str, list[_Unit]] = {}
         for unit in self._captions:
             lengths.setdefault(unit.extra["length_name"], []).append(unit)
-        await gather_all(self._length(row, units, {**values, "descriptions": descriptions}, outputs)
+        norms: dict[str, str] = {}
+        await gather_all(self._length(row, units, {**values, "descriptions": descriptions}, outputs, norms)
                          for units in lengths.values())
 
     async def _relay_chain(self, row: ImageRow, outputs: dict[str, str], values: dict[str, str],
@@ -210,24 +213,30 @@ class Generator:
         return text is not None
 
     async def _length(self, row: ImageRow, units: list[_Unit], values: dict[str, str],
-                      outputs: dict[str, str]) -> None:
-        """The slots of one caption length, one after another, each told the captions written before it."""
+                      outputs: dict[str, str], norms: dict[str, str]) -> None:
+        """The slots of one caption length, one after another, each told the captions written before it.
+        ``norms``: the image's captions normalised for comparison, by stage (filled as needed)."""
         integration = self.config.integration
         for index, unit in enumerate(units, start=1):
             if unit.stage in outputs:
                 continue
-            written = [outputs[u.stage] for u in units if u.stage in outputs]
+            written = written_text([outputs[u.stage] for u in units if u.stage in outputs])
             slot_values = {**values, **unit.extra, "slot_index": str(index), "slot_count": str(len(units)),
-                           "written": written_text(written)}
-            suffix = "" if "written" in unit.prompt.placeholders else written_text(written)
+                           "written": written}
+            suffix = "" if "written" in unit.prompt.placeholders else written
             if len(units) > 1 and "slot_index" not in unit.prompt.placeholders:
                 suffix = f"This is caption {index} of {len(units)} of this length.\n{suffix}".strip()
             seed = None if integration.seed is None else slot_seed(integration.seed, row.key, unit.stage)
 
             def clash(text: str, me: str = unit.stage) -> str | None:
-                norm = normalise(text)
-                return next((stage for stage, other in outputs.items() if stage.startswith(CAPTION_PREFIX)
-                             and stage != me and normalise(other) == norm), None)
+                norm = norms[me] = normalise(text)  # the reply that is kept is the last one checked
+                for stage, other in outputs.items():
+                    if stage != me and stage.startswith(CAPTION_PREFIX):
+                        if stage not in norms:
+                            norms[stage] = normalise(other)
+                        if norms[stage] == norm:
+                            return stage
+                return None
 
             text = await self._unit(row, unit, slot_values, None, seed=seed, suffix=suffix, clash=clash)
             if text is not None:
@@ -247,9 +256,8 @@ class Generator:
         return encode(picture, image_config.format, image_config.quality)
 
     def _record_unusable(self, row: ImageRow, unit: _Unit, error: str) -> None:
-        attempt_id, _ = self.manifest.begin_attempt(row.id, unit.stage, run_id=self.run_id, backend=unit.backend.name,
-                                                    model=unit.backend.model, prompt_hash="")
-        self.manifest.fail_attempt(attempt_id, ERROR, error)
+        attempt_id, _ = self._begin(row, unit, "")
+        self._writer.end((ERROR, error, None, time.time(), None, attempt_id))
         self.stats.failed_units += 1
         log.warning("%s: %s", row.key, error)
 
@@ -273,15 +281,13 @@ class Generator:
         while True:
             request = ChatRequest(system, user, send_image, max_tokens, temperature, seed)
             digest = prompt_hash(backend.model, system, user, row.key if send_image else None, max_tokens,
-                                 temperature)
-            attempt_id, number = self.manifest.begin_attempt(row.id, unit.stage, run_id=self.run_id,
-                                                             backend=backend.name, model=backend.model,
-                                                             prompt_hash=digest)
+                                 temperature, user_json=request.user_json)
+            attempt_id, number = self._begin(row, unit, digest)
             self.stats.requests += 1
             try:
                 reply = await backend.complete(request)
             except TruncatedReply as exc:
-                self.manifest.fail_attempt(attempt_id, ERROR, f"{exc} ({max_tokens} tokens)", exc.seconds)
+                self._end(attempt_id, ERROR, f"{exc} ({max_tokens} tokens)", exc.seconds)
                 self._streak[backend.name] = 0
                 if not extended:
                     extended = True
@@ -291,7 +297,7 @@ class Generator:
                 self._give_up(row, unit, f"{exc} (also with {max_tokens} tokens)", number)
                 return None
             except TransientError as exc:
-                self.manifest.fail_attempt(attempt_id, ERROR, str(exc), exc.seconds)
+                self._end(attempt_id, ERROR, str(exc), exc.seconds)
                 self._note_unreachable(backend, exc.unreachable)
                 if transient < backend.retries:
                     self.stats.retried += 1
@@ -302,30 +308,45 @@ class Generator:
                 self._give_up(row, unit, str(exc), number)
                 return None
             except PermanentError as exc:
-                self.manifest.fail_attempt(attempt_id, ERROR, str(exc), exc.seconds)
+                self._end(attempt_id, ERROR, str(exc), exc.seconds)
                 self._streak[backend.name] = 0
                 self._give_up(row, unit, str(exc), number)
                 return None
             except asyncio.CancelledError:
-                self.manifest.fail_attempt(attempt_id, CANCELLED, "the build was cancelled")
+                self._end(attempt_id, CANCELLED, "the build was cancelled")
                 raise
             text = reply.text
             self._streak[backend.name] = 0
             same = clash(text) if clash is not None else None
             if same is not None and identical < integration.identical_retries:
                 identical += 1
-                self.manifest.fail_attempt(attempt_id, ERROR, f"identical to {same}; asked again warmer",
-                                           reply.seconds, output=text)
+                self._end(attempt_id, ERROR, f"identical to {same}; asked again warmer", reply.seconds, text)
                 temperature = round(temperature + integration.retry_temperature_step, 3)
                 seed = None if seed is None else seed + 7919
                 self.stats.retried += 1
                 continue
-            await self._commits.succeed(attempt_id, row.id, unit.stage, text, reply.seconds)
+            await self._writer.accept((attempt_id, row.id, unit.stage, text, time.time(), reply.seconds))
             self.stats.succeeded += 1
             group = "captions" if unit.stage.startswith(CAPTION_PREFIX) else "descriptions"
             self._done[group] += 1
             self.reporter.progress(group, self._done[group], self._totals[group])
             return text
+
+    def _begin(self, row: ImageRow, unit: _Unit, digest: str) -> tuple[int, int]:
+        """Record that a call of ``unit`` starts; (attempt row id, attempt number)."""
+        attempt_id = self._next_attempt
+        self._next_attempt += 1
+        tries = self._tries[row.id]
+        number = tries[unit.stage] = tries.get(unit.stage, 0) + 1
+        backend = unit.backend
+        self._writer.begin((attempt_id, row.id, unit.stage, number, self.run_id, backend.name, backend.model, digest,
+                            time.time()))
+        return attempt_id, number
+
+    def _end(self, attempt_id: int, status: str, error: str, latency_s: float | None = None,
+             output: str | None = None) -> None:
+        """Record that a call ended without an output."""
+        self._writer.end((status, error, output, time.time(), latency_s, attempt_id))
 
     def _give_up(self, row: ImageRow, unit: _Unit, error: str, attempts: int) -> None:
         self.stats.failed_units += 1
@@ -341,43 +362,60 @@ class Generator:
                                "finished work is kept: start the server and run the same command again")
 
 
-class GroupCommit:
-    """Accepted replies, committed to the manifest and flushed to disk in groups.
+class _Window:
+    """The image tasks in flight, at most ``limit``; the first error of one (or a cancel) stops the driver."""
 
-    ``await succeed(...)`` returns once the reply is on disk. Replies that arrive while a flush runs
-    (or in the same turn of the event loop) share the next one, so a slow disk costs one flush per
-    group rather than one per reply.
-    """
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.tasks: set[asyncio.Task] = set()
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._wake: asyncio.Future | None = None
 
-    def __init__(self, manifest: Manifest):
-        self.manifest = manifest
-        self._pending: list[tuple[tuple[int, int, str, str, float], asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+    def add(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
 
-    async def succeed(self, attempt_id: int, image_id: int, stage: str, text: str, latency_s: float) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(((attempt_id, image_id, stage, text, latency_s), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await asyncio.shield(future)
+    def stop(self) -> None:
+        """Cancel requested: the driver raises Cancelled at its next wait."""
+        self._cancelled = True
+        self._notify()
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let replies that arrived together join the group
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                self.manifest.succeed_attempts([reply for reply, _ in group])
-            except BaseException as exc:
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for _, future in group:
-                if not future.done():
-                    future.set_result(None)
-            await asyncio.sleep(0)
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._error is None:
+            self._error = task.exception()  # an error that must stop the build (endpoint down, a bug)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._cancelled:
+                raise Cancelled()
+            if ready():
+                return
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+
+    async def room(self) -> None:
+        """Wait until another image may start."""
+        await self._until(lambda: len(self.tasks) < self.limit)
+
+    async def drain(self) -> None:
+        """Wait until every image is done."""
+        await self._until(lambda: not self.tasks)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def gather_all(coroutines) -> list:

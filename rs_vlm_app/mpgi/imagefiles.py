@@ -8,6 +8,7 @@ distance); multi-band or 16-bit rasters are reduced to three 8-bit bands with a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import warnings
@@ -38,9 +39,14 @@ class EncodedImage:
     mime: str
 
     def data_url(self) -> str:
+        return self.url_json[1:-1].decode("ascii")
+
+    @functools.cached_property
+    def url_json(self) -> bytes:
+        """The data URL as a JSON string (quotes included), encoded once however many requests send it."""
         import base64
 
-        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+        return b'"data:' + self.mime.encode("ascii") + b";base64," + base64.b64encode(self.data) + b'"'
 
 
 def probe(path: Path) -> ImageInfo:

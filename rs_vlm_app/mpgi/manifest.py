@@ -1,11 +1,13 @@
 """The SQLite manifest of a dataset build: every image x stage x attempt, and the accepted outputs.
 
-One file per build (``manifest.sqlite``, or one per shard). Each model reply is committed the moment
-it arrives (WAL journal), and an accepted output is on disk (fsynced) before the build counts it:
-:meth:`Manifest.succeed_attempts` commits a group of replies with ``synchronous = FULL``, which also
+One file per build (``manifest.sqlite``, or one per shard). Each model reply is committed as soon
+as it arrives (WAL journal), and an accepted output is on disk (fsynced) before the build counts it:
+:meth:`Manifest.write_attempts` commits a group of replies with ``synchronous = FULL``, which also
 flushes every earlier commit, while bookkeeping (attempts starting or failing) commits without a
-flush of its own. So a build killed at any instant, or a power cut, loses no finished work, and ``outputs``
-has at most one row per image and stage: a finished unit is never generated again.
+flush of its own. During the model stages these writes are made by one thread of their own, in
+groups (:class:`rs_vlm_app.mpgi.writer.ManifestWriter`). So a build killed at any instant, or a
+power cut, loses no finished work, and ``outputs`` has at most one row per image and stage: a
+finished unit is never generated again.
 
 Tables
   meta      key/value: schema version, config, prompt hashes, ingest state, source class lists
@@ -216,41 +218,48 @@ class Manifest:
         return [dict(zip(("source", "item", "stage", "severity", "message"), r, strict=True)) for r in rows]
 
     # -------------------------------------------------------------------------------- attempts
-    def begin_attempt(self, image_id: int, stage: str, *, run_id: int, backend: str, model: str,
-                      prompt_hash: str) -> tuple[int, int]:
-        """Record that a model call starts; returns (attempt row id, attempt number)."""
-        with self.transaction():
-            number = self.db.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE image_id = ? AND stage = ?",
-                                     (image_id, stage)).fetchone()[0]
-            cur = self.db.execute(
-                "INSERT INTO attempts (image_id, stage, attempt, run_id, backend, model, prompt_hash, status, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (image_id, stage, number, run_id, backend, model, prompt_hash, RUNNING, time.time()))
-        return int(cur.lastrowid), int(number)
+    def next_attempt_id(self) -> int:
+        """The first free attempt row id (the build holds the manifest's lock, so ids can be handed out
+        ahead of the inserts)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM attempts").fetchone()[0])
 
-    def fail_attempt(self, attempt_id: int, status: str, error: str, latency_s: float | None = None,
-                     output: str | None = None) -> None:
-        self.db.execute("UPDATE attempts SET status = ?, error = ?, output = ?, finished_at = ?, latency_s = ? WHERE id = ?",
-                        (status, error, output, time.time(), latency_s, attempt_id))
+    def attempt_numbers(self, image_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+        """The number of the last attempt of each unit of some images: {image id: {stage: number}}."""
+        ids = list(image_ids)
+        result: dict[int, dict[str, int]] = {i: {} for i in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, stage, number in self.db.execute(
+                    f"SELECT image_id, stage, MAX(attempt) FROM attempts WHERE image_id IN ({marks}) "
+                    "GROUP BY image_id, stage", chunk):
+                result[image_id][stage] = int(number)
+        return result
 
-    def succeed_attempt(self, attempt_id: int, image_id: int, stage: str, text: str, latency_s: float) -> None:
-        """Record the reply and accept it as the unit's output, in one transaction on disk when this returns."""
-        self.succeed_attempts([(attempt_id, image_id, stage, text, latency_s)])
+    def write_attempts(self, attempts: list[tuple], updates: list[tuple], outputs: list[tuple]) -> None:
+        """Record model calls in one transaction.
 
-    def succeed_attempts(self, replies: list[tuple[int, int, str, str, float]]) -> None:
-        """Accept several replies, (attempt id, image id, stage, text, latency), in one transaction that
-        is on disk when this returns (and with it every earlier commit)."""
-        self.db.execute("PRAGMA synchronous = FULL")
+        ``attempts``: new rows, (id, image id, stage, attempt number, run id, backend, model, prompt
+        hash, status, output, error, started_at, finished_at, latency_s): a call still running, or one
+        that ended before it was recorded; ``updates``: calls recorded as running that ended, (status,
+        error, output, finished_at, latency_s, id); ``outputs``: accepted replies, (image id, stage,
+        attempt id, text). With outputs the transaction is on disk (``synchronous = FULL``, which also
+        flushes every earlier commit) when this returns; bookkeeping alone commits without a flush.
+        Rows go in with one statement per few hundred (few round trips through the sqlite3 module).
+        """
+        if outputs:
+            self.db.execute("PRAGMA synchronous = FULL")
         try:
             with self.transaction():
-                now = time.time()
-                for attempt_id, image_id, stage, text, latency_s in replies:
-                    self.db.execute("UPDATE attempts SET status = ?, output = ?, finished_at = ?, latency_s = ? "
-                                    "WHERE id = ?", (OK, text, now, latency_s, attempt_id))
-                    self.db.execute("INSERT INTO outputs (image_id, stage, attempt_id, text) VALUES (?, ?, ?, ?)",
-                                    (image_id, stage, attempt_id, text))
+                _insert_rows(self.db, "attempts (id, image_id, stage, attempt, run_id, backend, model, prompt_hash, "
+                             "status, output, error, started_at, finished_at, latency_s)", 14, attempts)
+                if updates:
+                    self.db.executemany("UPDATE attempts SET status = ?, error = ?, output = ?, finished_at = ?, "
+                                        "latency_s = ? WHERE id = ?", updates)
+                _insert_rows(self.db, "outputs (image_id, stage, attempt_id, text)", 4, outputs)
         finally:
-            self.db.execute("PRAGMA synchronous = NORMAL")
+            if outputs:
+                self.db.execute("PRAGMA synchronous = NORMAL")
 
     def outputs_for(self, image_ids: Iterable[int]) -> dict[int, dict[str, str]]:
         """The accepted outputs of some images: {image id: {stage: text}}."""
@@ -303,6 +312,14 @@ class _Transaction:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+def _insert_rows(db: sqlite3.Connection, into: str, width: int, rows: list[tuple], chunk: int = 256) -> None:
+    """INSERT many rows with a few multi-row statements."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        values = ",".join([f"({','.join('?' * width)})"] * len(part))
+        db.execute(f"INSERT INTO {into} VALUES {values}", [v for row in part for v in row])
 
 
 def _source_filter(sql: str, sources: Iterable[str] | None, args: list | None = None, joiner: str = " WHERE "):

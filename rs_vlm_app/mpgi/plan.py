@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 
 from rs_vlm_app.errors import UserError
 from rs_vlm_app.mpgi.config import BuildConfig, CaptionSlot
@@ -133,7 +135,20 @@ def _hash(text: str) -> str:
 
 
 def prompt_hash(model: str, system: str | None, user: str, image_key: str | None, max_tokens: int,
-                temperature: float) -> str:
-    """Identifies exactly what was asked: model, messages, image, sampling settings."""
-    payload = json.dumps([model, system, user, image_key, max_tokens, temperature], ensure_ascii=False)
-    return _hash(payload)
+                temperature: float, *, user_json: bytes | None = None) -> str:
+    """Identifies exactly what was asked: model, messages, image, sampling settings: the hash of
+    ``json.dumps([model, system, user, image_key, max_tokens, temperature], ensure_ascii=False)``,
+    written from its parts (``user_json``: the user text already escaped, see ChatRequest.user_json)."""
+    if user_json is None:
+        user_json = encode_basestring(user).encode("utf-8")
+    key = b"null" if image_key is None else encode_basestring(image_key).encode("utf-8")
+    parts = (json_value(model), json_value(system), user_json, key, json_value(max_tokens), json_value(temperature))
+    return hashlib.sha256(b"[" + b", ".join(parts) + b"]").hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def json_value(value: str | float | None) -> bytes:
+    """A value as JSON (UTF-8), remembered: model names, system prompts, sampling settings."""
+    if isinstance(value, str):
+        return encode_basestring(value).encode("utf-8")
+    return json.dumps(value).encode("utf-8")

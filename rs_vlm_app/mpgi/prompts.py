@@ -19,6 +19,7 @@ each, before any image is touched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -81,11 +82,24 @@ class PromptTemplate:
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        return match.group(0)[0] if name is None else str(values[name])
+    return _format_string(text).format_map(values)
 
-    return _TOKEN.sub(replace, text)
+
+@functools.lru_cache(maxsize=256)
+def _format_string(text: str) -> str:
+    """The template as a str.format string, made once: ``{name}`` placeholders kept, every other brace
+    (``{{``, ``}}``, a lone brace, ``{0}``, ``{a.b}``) doubled so that it stays literal text."""
+    parts, last = [], 0
+    for match in _TOKEN.finditer(text):
+        parts.append(_literal(text[last:match.start()]))
+        parts.append(_literal(match.group(0)[0]) if match.group(1) is None else "{" + match.group(1) + "}")
+        last = match.end()
+    parts.append(_literal(text[last:]))
+    return "".join(parts)
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def placeholders_in(text: str) -> set[str]:

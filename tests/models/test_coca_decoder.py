@@ -127,6 +127,9 @@ def _open_clip_greedy(model, images, max_len: int, min_len: int, monkeypatch) ->
     import open_clip.coca_model as coca_model
     from transformers import TopKLogitsWarper
 
+    from rs_vlm_app.models.open_clip_import import complete_open_clip
+
+    complete_open_clip()  # if open_clip was imported without transformers, bind its names before patching them
     monkeypatch.setattr(coca_model, "_has_transformers", True)
     monkeypatch.setitem(coca_model.GENERATION_TYPES, "top_k", TopKLogitsWarper)
     with torch.no_grad():

@@ -55,6 +55,8 @@ class FakeChatServer:
         self.max_in_flight = 0
         self.answer_preflight = True  # answer the start-up check outside the script and the rule
         self.record = True  # keep every request and reply (a long benchmark turns this off)
+        self.keep_bodies = False  # keep the bodies only, for GET .../_bodies (a benchmark replays them)
+        self.bodies: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------ set-up
     def script(self, *actions: Action) -> None:
@@ -76,6 +78,11 @@ class FakeChatServer:
                 pass
 
             def do_GET(self):
+                if self.path.endswith("/_bodies"):  # the chat bodies received since the last call
+                    with owner._lock:
+                        bodies, owner.bodies = owner.bodies, []
+                    self._send(200, bodies)
+                    return
                 self._send(200, {"status": "ok"} if self.path.endswith("health") else {"object": "list", "data": []})
 
             def do_POST(self):
@@ -139,6 +146,8 @@ class FakeChatServer:
             number = self._counter
             if self.record:
                 self.requests.append(body)
+            if self.keep_bodies:
+                self.bodies.append(body)
             action: Action | None = self._script.popleft() if self._script else None
             if action is None and self.rule is not None:
                 action = self.rule(body, number)
@@ -206,17 +215,20 @@ def _completion(reply: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    """``python -m tests.mpgi.fakechat [--delay-ms MS]``: serve replies on 127.0.0.1 until killed, each
-    after MS milliseconds (a server's latency); prints the base URL."""
+    """``python -m tests.mpgi.fakechat [--delay-ms MS] [--keep-bodies]``: serve replies on 127.0.0.1 until
+    killed, each after MS milliseconds (a server's latency); prints the base URL. With --keep-bodies,
+    ``GET {base_url}/_bodies`` returns the chat bodies received since the last such call."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--keep-bodies", action="store_true")
     args = parser.parse_args()
     server = FakeChatServer().start()
     server.delay_s = args.delay_ms / 1000.0
     server.record = False
+    server.keep_bodies = args.keep_bodies
     print(server.base_url, flush=True)
     try:
         threading.Event().wait()

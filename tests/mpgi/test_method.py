@@ -220,14 +220,14 @@ def test_accepted_outputs_are_flushed_to_disk_in_groups(tmp_path, fake_server):
     assert summary.status == "completed"
     assert "PRAGMA synchronous = NORMAL" in statements  # bookkeeping commits need no flush of their own
     # every output is inserted inside a FULL (fsynced) transaction
-    mode, inserts, flushes = None, 0, 0
+    mode, inserted, flushes = None, 0, 0
     for sql in statements:
         if sql.startswith("PRAGMA synchronous"):
             mode = sql.rsplit(" ", 1)[1]
             flushes += mode == "FULL"
         elif sql.startswith("INSERT INTO outputs") and "'rules'" not in sql:  # ingest is redone if lost
             assert mode == "FULL", sql
-            inserts += 1
-    assert inserts == 4 * 3  # relay and 2 captions per image
+            inserted += sql.count("'caption:") + sql.count("'relay'")  # one statement holds many rows
+    assert inserted == 4 * 3  # relay and 2 captions per image
     assert query(tmp_path / "out" / "manifest.sqlite", "PRAGMA journal_mode") == [("wal",)]
-    assert flushes <= 4 * 3  # replies arriving together share a flush
+    assert flushes < 4 * 3  # replies arriving together share a flush

@@ -59,6 +59,13 @@ def test_literal_braces_are_kept(tmp_path):
     assert prompt.render({"facts": "F {x}"})[1] == 'Answer as {"caption": ...} using F {x}'
 
 
+def test_braces_that_are_not_placeholders_stay_as_they_are(tmp_path):
+    text = "Lone { and } braces, {{doubled}}, {0}, {a.b} and {facts!r} stay; {facts} is filled."
+    path = write(tmp_path / "p.yaml", f"placeholders: [facts]\nuser: '{text}'\n")
+    user = load_prompt(path, "perspective").render({"facts": "F {0} {{x}}"})[1]
+    assert user == "Lone { and } braces, {doubled}, {0}, {a.b} and {facts!r} stay; F {0} {{x}} is filled."
+
+
 def test_plan_names_stages_and_catches_a_bad_perspective_file(tmp_path):
     config = data.build_config(tmp_path / "out", [{"type": "folder", "root": str(tmp_path)}],
                                data.openai_backend("http://127.0.0.1:9/v1", "m"), perspectives=("scene", "spatial"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyogrio
@@ -18,6 +21,7 @@ from rs_vlm_app.models.spec import ModelSpec
 from rs_vlm_app.tasks.embedding_cache import EmbeddingCache
 from rs_vlm_app.tasks.localize import HEATMAP_NODATA, LocalizeOptions, localize
 from tests import tinymodels
+from tests.conftest import REPO
 from tests.geo.rasters import NAIP, naip, naip_with_hole, write
 from tests.vectors import read_layer
 
@@ -98,6 +102,45 @@ def test_a_second_query_reuses_the_tile_embeddings(encoder, tmp_path):
     other_precision = ClipEncoder(encoder.loaded, device="cpu", precision="bf16")
     third = localize(NAIP, ["a lake"], tmp_path / "c", other_precision, cache=cache)
     assert not third.encoding.cache_hit
+
+
+def test_a_cached_query_never_loads_the_image_tower(encoder, tiny_clip, tmp_path):
+    """Every tile embedding cached: a freshly loaded model answers with its text tower only (the image
+    tower's weights are never assigned) and writes what a whole model writes."""
+    cache = EmbeddingCache(tmp_path / "cache")
+    whole = localize(NAIP, ["a road"], tmp_path / "a", encoder, cache=cache)
+    loaded = load_model(ModelSpec(model_config=tiny_clip["config"], checkpoint=tiny_clip["checkpoint"]), device="cpu")
+    text_only = localize(NAIP, ["a road"], tmp_path / "b", ClipEncoder(loaded, device="cpu", batch_size=32),
+                         cache=cache)
+    assert text_only.encoding.cache_hit and not loaded.visual_loaded
+    with rasterio.open(whole.queries[0].heatmap) as a, rasterio.open(text_only.queries[0].heatmap) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.tags() == b.tags()
+    for layer in ("hotspots", "tiles"):
+        _, shapes_a, fields_a = read_layer(whole.queries[0].vectors, layer)
+        _, shapes_b, fields_b = read_layer(text_only.queries[0].vectors, layer)
+        assert len(shapes_a) > 0 and shapely.equals_exact(shapes_a, shapes_b, 0).all()
+        np.testing.assert_equal(fields_a, fields_b)
+
+
+@pytest.mark.slow
+def test_a_cached_cli_query_imports_only_what_it_needs(tiny_clip, tmp_path):
+    """The second `rsvlm localize` on a scene imports none of transformers, timm, huggingface_hub,
+    torch._dynamo and scipy.ndimage (each costs a noticeable share of the command's start-up)."""
+    watched = ("transformers", "timm", "huggingface_hub", "torch._dynamo", "scipy.ndimage")
+    argv = ["localize", str(NAIP), "QUERY", "-o", str(tmp_path / "o"), *model_args(tiny_clip), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    report = ("import atexit, runpy, sys; "
+              f"atexit.register(lambda: print('IMPORTED', [m for m in {watched!r} if m in sys.modules], "
+              "file=sys.stderr)); sys.argv = ['rsvlm', *sys.argv[1:]]; "
+              "runpy.run_module('rs_vlm_app', run_name='__main__')")
+    for query in ("a lake", "a road"):
+        done = subprocess.run([sys.executable, "-c", report, *[query if a == "QUERY" else a for a in argv]],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["summary"]["encoding"]["cache_hit"]
+    assert [line for line in done.stderr.splitlines() if line.startswith("IMPORTED")] == ["IMPORTED []"]
 
 
 def test_nodata_pixels_are_nodata_in_every_output(encoder, tmp_path):

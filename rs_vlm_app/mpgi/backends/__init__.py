@@ -11,9 +11,11 @@ retries, records every attempt in the manifest and backs off.
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 
 from rs_vlm_app.mpgi.config import Backend, OpenAIBackend
 from rs_vlm_app.mpgi.imagefiles import EncodedImage
@@ -29,6 +31,12 @@ class ChatRequest:
     max_tokens: int = 256
     temperature: float = 0.7
     seed: int | None = None
+
+    @functools.cached_property
+    def user_json(self) -> bytes:
+        """The user message as a JSON string (UTF-8, as ``json.dumps(..., ensure_ascii=False)`` writes it),
+        escaped once for both the request body and the prompt hash."""
+        return encode_basestring(self.user).encode("utf-8")
 
 
 @dataclass(frozen=True)

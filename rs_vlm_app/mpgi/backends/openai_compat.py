@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import os
 import time
 from typing import Any
@@ -28,11 +29,14 @@ from rs_vlm_app.mpgi.backends import (
     one_line,
 )
 from rs_vlm_app.mpgi.config import OpenAIBackend
+from rs_vlm_app.mpgi.plan import json_value
 
 #: statuses worth another try: timeouts, conflicts, rate limits, server errors
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
 #: the tiny request that checks an endpoint when the build starts
 PREFLIGHT_PROMPT = "Reply with the word OK."
+#: the fields body() writes itself
+_BODY_KEYS = frozenset({"model", "messages", "max_tokens", "temperature", "stream", "seed"})
 
 
 class OpenAICompatBackend(ChatBackend):
@@ -97,6 +101,7 @@ class OpenAICompatBackend(ChatBackend):
             self._client = None
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The request body (what :meth:`payload` writes as JSON)."""
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -115,13 +120,36 @@ class OpenAICompatBackend(ChatBackend):
         body.update(self.config.extra_body)
         return body
 
+    def payload(self, request: ChatRequest) -> bytes:
+        """``body(request)`` as the JSON bytes httpx would write for it, put together from parts escaped
+        once: the user text (shared with the prompt hash), the image's data URL (once per image), the
+        model name, system prompt and sampling settings (remembered)."""
+        if _BODY_KEYS.intersection(self.config.extra_body):  # extra_body replaces a field: the plain way
+            return _json_bytes(self.body(request))
+        parts = [b'{"model":', json_value(self.config.model), b',"messages":[']
+        if request.system:
+            parts += [b'{"role":"system","content":', json_value(request.system), b"},"]
+        if request.image is not None:
+            parts += [b'{"role":"user","content":[{"type":"text","text":', request.user_json,
+                      b'},{"type":"image_url","image_url":{"url":', request.image.url_json, b"}}]}"]
+        else:
+            parts += [b'{"role":"user","content":', request.user_json, b"}"]
+        parts += [b'],"max_tokens":', json_value(request.max_tokens), b',"temperature":',
+                  _json_number(request.temperature), b',"stream":false']
+        if request.seed is not None:
+            parts += [b',"seed":', _json_number(request.seed)]
+        for key, value in self.config.extra_body.items():
+            parts += [b",", json_value(key), b":", _json_bytes(value)]
+        parts.append(b"}")
+        return b"".join(parts)
+
     async def complete(self, request: ChatRequest) -> Reply:
         assert self._client is not None and self._slots is not None, "start() the backend first"
-        body = self.body(request)
+        payload = self.payload(request)
         async with self._slots:
             started = time.perf_counter()
             try:
-                response = await self._post(body)
+                response = await self._post(payload)
             except BackendError as exc:
                 exc.seconds = time.perf_counter() - started
                 raise
@@ -132,11 +160,11 @@ class OpenAICompatBackend(ChatBackend):
             exc.seconds = seconds
             raise
 
-    async def _post(self, body: dict[str, Any]):
+    async def _post(self, payload: bytes):
         import httpx2
 
-        try:
-            return await self._client.post(self.url, json=body)
+        try:  # the client's headers say Content-Type: application/json
+            return await self._client.post(self.url, content=payload)
         except httpx2.TimeoutException:
             raise TransientError(f"no reply within {self.config.timeout_s:g} s (timeout)") from None
         except (httpx2.ConnectError, httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
@@ -147,23 +175,36 @@ class OpenAICompatBackend(ChatBackend):
             raise TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}") from None
 
 
+def _json_bytes(body: Any) -> bytes:
+    """JSON as httpx writes a ``json=`` body."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _json_number(value: float) -> bytes:
+    """A number as JSON (a seed is new for every request: not worth remembering)."""
+    if type(value) is int:
+        return str(value).encode("ascii")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"out of range float values are not JSON compliant: {value!r}")
+    return json_value(value)
+
+
 def parse_response(status: int, headers, content: bytes) -> str:
     """The reply text of a chat-completions response, or the error it amounts to."""
-    snippet = one_line(content.decode("utf-8", errors="replace"), 200)
     if status in RETRY_STATUSES or status >= 500:
-        raise TransientError(f"HTTP {status}: {snippet}", retry_after=_retry_after(headers.get("retry-after")))
+        raise TransientError(f"HTTP {status}: {_snippet(content)}", retry_after=_retry_after(headers.get("retry-after")))
     if status >= 400:
-        raise PermanentError(f"HTTP {status}: {snippet}")
+        raise PermanentError(f"HTTP {status}: {_snippet(content)}")
     try:
         data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TransientError(f"malformed reply (not JSON): {snippet}") from None
+        raise TransientError(f"malformed reply (not JSON): {_snippet(content)}") from None
     try:
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise TransientError(f"malformed reply (no choices[0].message): {snippet}") from None
+        raise TransientError(f"malformed reply (no choices[0].message): {_snippet(content)}") from None
     if isinstance(text, list):  # content given as parts
         text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
     if choice.get("finish_reason") == "length":
@@ -175,8 +216,13 @@ def parse_response(status: int, headers, content: bytes) -> str:
         raise PermanentError("content null: the reply has no message content (a reasoning or tool-calling model?); "
                              f"{REASONING_FIX}")
     if not isinstance(text, str):
-        raise TransientError(f"malformed reply (message content is {type(text).__name__}): {snippet}")
+        raise TransientError(f"malformed reply (message content is {type(text).__name__}): {_snippet(content)}")
     return clean_reply(text)
+
+
+def _snippet(content: bytes) -> str:
+    """The start of a response body, on one line, for an error message."""
+    return one_line(content.decode("utf-8", errors="replace"), 200)
 
 
 def _retry_after(value: str | None) -> float | None:
