@@ -100,6 +100,13 @@ def configure_logging(verbose: bool) -> None:
     root.propagate = False
 
 
+def run() -> None:
+    """The `rsvlm` program: :func:`main`, then :func:`rs_vlm_app.runtime.exit_process`."""
+    from rs_vlm_app.runtime import exit_process
+
+    exit_process(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from rs_vlm_app.runtime import configure_process
 

@@ -25,6 +25,7 @@ import ctypes.util
 import math
 import os
 from pathlib import Path
+from typing import NoReturn
 
 #: GDAL's block cache, in MiB (GDAL reads a plain number as MiB).
 GDAL_CACHE_MIB = 128
@@ -76,3 +77,36 @@ def _pin_mmap_threshold() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     except (OSError, AttributeError):
         pass  # not glibc (musl, macOS, Windows): nothing to pin
+
+
+#: Set to 1 to let the interpreter tear everything down at exit (see exit_process).
+FULL_TEARDOWN_VARIABLE = "RSVLM_FULL_TEARDOWN"
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a finished command with ``code``, without the interpreter's teardown once torch is loaded.
+
+    Tearing down a process that imported torch (freeing every module and object one by one) takes
+    about a second here, as long as the rest of a cached query. Every output is already written and
+    renamed when a command returns, so this runs what exit would run that matters (the ``atexit``
+    handlers: logging, temporary folders, Ray, multiprocessing), flushes the standard streams and
+    ends the process. It falls back to an ordinary exit when torch was not imported, when a
+    non-daemon thread is still running (the interpreter would wait for it), or when
+    RSVLM_FULL_TEARDOWN=1.
+    """
+    import sys
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if "torch" not in sys.modules or others or os.environ.get(FULL_TEARDOWN_VARIABLE, "") not in ("", "0"):
+        sys.exit(code)
+    import atexit
+    import contextlib
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
