@@ -227,14 +227,16 @@ class Manifest:
         """The number of the last attempt of each unit of some images: {image id: {stage: number}}."""
         ids = list(image_ids)
         result: dict[int, dict[str, int]] = {i: {} for i in ids}
+        query = "SELECT image_id, stage, MAX(attempt) FROM attempts WHERE image_id IN ({}) GROUP BY image_id, stage"
+        for image_id, stage, number in self._rows_of_images(query, ids):
+            result[image_id][stage] = int(number)
+        return result
+
+    def _rows_of_images(self, query: str, ids: list[int]) -> Iterator[tuple]:
+        """The rows of ``query`` (its ``{}`` is filled with placeholders) for ``ids``, 500 at a time."""
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for image_id, stage, number in self.db.execute(
-                    f"SELECT image_id, stage, MAX(attempt) FROM attempts WHERE image_id IN ({marks}) "
-                    "GROUP BY image_id, stage", chunk):
-                result[image_id][stage] = int(number)
-        return result
+            yield from self.db.execute(query.format(",".join("?" * len(chunk))), chunk)
 
     def write_attempts(self, attempts: list[tuple], updates: list[tuple], outputs: list[tuple]) -> None:
         """Record model calls in one transaction.
@@ -265,12 +267,9 @@ class Manifest:
         """The accepted outputs of some images: {image id: {stage: text}}."""
         ids = list(image_ids)
         result: dict[int, dict[str, str]] = {i: {} for i in ids}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for image_id, stage, text in self.db.execute(
-                    f"SELECT image_id, stage, text FROM outputs WHERE image_id IN ({marks})", chunk):
-                result[image_id][stage] = text
+        for image_id, stage, text in self._rows_of_images(
+                "SELECT image_id, stage, text FROM outputs WHERE image_id IN ({})", ids):
+            result[image_id][stage] = text
         return result
 
     def stage_counts(self) -> dict[str, int]:
