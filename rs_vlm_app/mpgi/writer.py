@@ -69,18 +69,17 @@ class ManifestWriter:
     # ----------------------------------------------------------------------------- handing over
     def begin(self, row: tuple) -> None:
         """A call starts: (id, image id, stage, attempt number, run id, backend, model, prompt hash, started_at)."""
-        with self._lock:
-            self._check()
-            self._begun.append(row)
-            if self._empty:
-                self._empty = False
-                self._cond.notify()
+        self._hand_over(self._begun, row)
 
     def end(self, row: tuple) -> None:
         """A call ended without an output: (status, error, output, finished_at, latency_s, id)."""
+        self._hand_over(self._ended, row)
+
+    def _hand_over(self, queue: list[tuple], row: tuple) -> None:
+        """Queue a bookkeeping row; wake the writer only when it waits with nothing to write."""
         with self._lock:
             self._check()
-            self._ended.append(row)
+            queue.append(row)
             if self._empty:
                 self._empty = False
                 self._cond.notify()

@@ -47,3 +47,30 @@ def rsvlm(*args: str, timeout: float = 300, env: dict | None = None) -> subproce
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "rs_vlm_app", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=REPO)
+
+
+def kill_build_mid_captions(config_path: Path, manifest: Path, captions: int, *, timeout_s: float = 120,
+                            poll_s: float = 0.05) -> None:
+    """Run `rsvlm dataset build CONFIG` in a subprocess and SIGKILL it once ``captions`` captions are
+    committed to ``manifest`` (failing the test if the build ends first)."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "rs_vlm_app", "dataset", "build", str(config_path)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(poll_s)
+            if not manifest.exists():
+                continue
+            try:
+                if query(manifest, "SELECT COUNT(*) FROM outputs WHERE stage LIKE 'caption:%'")[0][0] >= captions:
+                    break
+            except sqlite3.OperationalError:  # the tables are being created
+                continue
+        assert process.poll() is None, "the build finished before it could be killed; give it more work"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)

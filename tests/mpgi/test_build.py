@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import tarfile
-import time
 
 import pytest
 
@@ -17,7 +11,7 @@ from rs_vlm_app.mpgi import BuildConfig, build_dataset, export_dataset
 from tests import tinyllm
 from tests.conftest import SAMPLES
 from tests.mpgi import data
-from tests.mpgi.helpers import REPO, ok_attempts_per_unit, outputs, query, rsvlm
+from tests.mpgi.helpers import kill_build_mid_captions, ok_attempts_per_unit, outputs, query, rsvlm
 
 pytestmark = pytest.mark.slow  # starts a server and builds tiny models (cached after the first run)
 
@@ -105,26 +99,7 @@ def test_kill_9_mid_stage_then_resume_loses_nothing_and_repeats_nothing(tmp_path
                                         {"name": "long", "words": 25}])
     config_path = data.write_config(tmp_path / "build.yaml", config_dict)
     manifest = tmp_path / "out" / "manifest.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "rs_vlm_app", "dataset", "build", str(config_path)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    captions = 0
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-            if not manifest.exists():
-                continue
-            try:
-                captions = query(manifest, "SELECT COUNT(*) FROM outputs WHERE stage LIKE 'caption:%'")[0][0]
-            except sqlite3.OperationalError:  # the tables are being created
-                continue
-            if captions >= 4:
-                break
-        assert process.poll() is None, "the build finished before it could be killed; give it more work"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
+    kill_build_mid_captions(config_path, manifest, 4, timeout_s=240)
     before = outputs(manifest)
     assert 4 <= sum(s.startswith("caption") for _, s in before) < 30  # killed in the middle of the caption stage
     resumed = rsvlm("dataset", "build", str(config_path))

@@ -4,11 +4,7 @@ a build killed with SIGKILL in the middle of its caption stage (through the writ
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +14,7 @@ from rs_vlm_app.mpgi.manifest import Manifest
 from rs_vlm_app.mpgi.records import ImageRecord
 from rs_vlm_app.mpgi.writer import ManifestWriter
 from tests.mpgi import data
-from tests.mpgi.helpers import REPO, ok_attempts_per_unit, outputs, query, rsvlm
+from tests.mpgi.helpers import kill_build_mid_captions, ok_attempts_per_unit, outputs, query, rsvlm
 
 
 def manifest_with_images(path: Path, count: int) -> list[int]:
@@ -115,22 +111,7 @@ def test_kill_9_mid_captions_resumes_with_every_unit_done_exactly_once(tmp_path,
                                data.openai_backend(fake_server.base_url, "m", concurrency=4), perspectives=("scene",))
     config_path = data.write_config(tmp_path / "build.yaml", config)
     manifest = tmp_path / "out" / "manifest.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "rs_vlm_app", "dataset", "build", str(config_path)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.02)
-            try:
-                if query(manifest, "SELECT COUNT(*) FROM outputs WHERE stage LIKE 'caption:%'")[0][0] >= 6:
-                    break
-            except sqlite3.OperationalError:  # not created yet
-                continue
-        assert process.poll() is None, "the build finished before it could be killed; give it more work"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
+    kill_build_mid_captions(config_path, manifest, 6, poll_s=0.02)
     before = outputs(manifest)
     assert 6 <= sum(stage.startswith("caption:") for _, stage in before) < images * 2
     interrupted_before = query(manifest, "SELECT COUNT(*) FROM attempts WHERE status = 'running'")[0][0]
