@@ -1,20 +1,21 @@
 """Benchmark the MpGI dataset builder against a plain async client; prints ONE JSON line.
 
-Server: tests/mpgi/fakechat.py in its own process on 127.0.0.1, answering every chat request after
---latency-ms (50 ms), whatever it asks: a stand-in for a fast inference server, so that what is
-measured is the builder, not a model.
+Server: bench/chat_stand_in.py in its own process on 127.0.0.1 (one asyncio process, as vLLM's
+OpenAI server is), answering every chat request after --latency-ms (50 ms), whatever it asks: a
+stand-in for a fast inference server, so that what is measured is the builder, not a model.
 
 For each concurrency (16 and 64; the backend's ``concurrency``) one fresh build runs over
 --images-per-slot x concurrency synthetic images (each: the relay, --perspectives perspective
 prompts, the default 6 caption slots; the relay and perspectives send the image). The server keeps
-the bodies it received; then a plain client (httpx2.AsyncClient with the same pool limits, a
-semaphore of the same size) sends exactly those bodies again (``json=``), all at once, and parses
-every reply with the builder's own check (parse_response: finish_reason, think tags,
-reasoning_content).
+the bodies it received; then a plain client (aiohttp.ClientSession, the builder's HTTP library,
+with the same pool limits and a semaphore of the same size) sends exactly those bodies again
+(``json=``), all at once, and parses every reply with the builder's own check (parse_response:
+finish_reason, think tags, reasoning_content). For reference, a plain httpx client
+(httpx2.AsyncClient, what the openai package uses, and what the builder used before) sends them too.
 
 Reported per concurrency:
 - requests_per_s: the builder's model stages (first request sent to last reply, from the manifest);
-- baseline_requests_per_s: the plain client;
+- baseline_requests_per_s: the plain client; httpx_requests_per_s: the plain httpx client;
 - overhead_pct: how much longer the builder took than the plain client for the same requests
   (the aim: under 5 %), and overhead_ms_per_request: that difference per request;
 - cpu_ms_per_request: the builder process's CPU time (all its threads) per request over the whole
@@ -23,8 +24,9 @@ Reported per concurrency:
   writer thread, scheduling), and model_stage_loop_cpu_ms_per_request: that of the event loop's
   thread alone (the manifest writer and image encoding run beside it, on another core if there is
   one); baseline_cpu_ms_per_request: the plain client's CPU time per request (one thread: the HTTP
-  client and reply parsing, no more). When the client's CPU is the limit (2 cores shared with the
-  server), the loop thread's CPU per request against the baseline's is what the overhead is made of;
+  client and reply parsing, no more); httpx_cpu_ms_per_request: that of the httpx client. At high
+  concurrency the event loop's time per request sets how long each reply waits to be read, so the
+  loop thread's CPU per request against the baseline's is what the overhead is made of;
 - build_wall_s: the whole build_dataset call;
 - body_kib_per_request: the mean request body (the same for both).
 
@@ -43,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,16 +62,15 @@ PERSPECTIVE_NAMES = ("scene", "objects", "spatial", "context")
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "tests.mpgi.fakechat", "--delay-ms", str(latency_ms),
+    server = subprocess.Popen([sys.executable, str(REPO / "bench" / "chat_stand_in.py"), "--delay-ms", str(latency_ms),
                                "--keep-bodies"], env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
     return server, server.stdout.readline().strip()
 
 
 def received_bodies(base_url: str) -> list[dict]:
     """The chat bodies the server received since the last call (in arrival order)."""
-    import httpx2
-
-    return httpx2.get(f"{base_url}/_bodies", timeout=120).json()
+    with urllib.request.urlopen(f"{base_url}/_bodies", timeout=120) as response:
+        return json.load(response)
 
 
 class StageClock(NullReporter):
@@ -110,6 +112,24 @@ def model_stage_span(config: BuildConfig) -> tuple[float, int]:
 
 
 async def plain_client(url: str, bodies: list[dict], concurrency: int) -> float:
+    """Seconds for a plain aiohttp client to send every body (``json=``, at most ``concurrency`` at once)."""
+    import aiohttp
+
+    slots = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        async def one(body):
+            async with slots, client.post(url, json=body) as response:
+                status, headers, content = response.status, response.headers, await response.read()
+            parse_response(status, headers, content)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
+        return time.perf_counter() - start
+
+
+async def plain_httpx_client(url: str, bodies: list[dict], concurrency: int) -> float:
+    """The same with httpx (for reference: the openai package's client, and the builder's before)."""
     import httpx2
 
     slots = asyncio.Semaphore(concurrency)
@@ -123,6 +143,13 @@ async def plain_client(url: str, bodies: list[dict], concurrency: int) -> float:
         start = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))
         return time.perf_counter() - start
+
+
+def timed(client, url: str, bodies: list[dict], concurrency: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one plain client run."""
+    cpu0 = time.process_time()
+    wall = asyncio.run(client(url, bodies, concurrency))
+    return wall, time.process_time() - cpu0
 
 
 def identical_retries(config: BuildConfig) -> int:
@@ -159,10 +186,10 @@ def main() -> None:
                 assert len(bodies) == requests, (len(bodies), requests)
                 body_bytes = sum(len(json.dumps(b, ensure_ascii=False, separators=(",", ":")).encode()) for b in bodies)
                 url = OpenAICompatBackend("server", config.backends["server"]).url
-                base_cpu0 = time.process_time()
-                base = asyncio.run(plain_client(url, bodies, concurrency))
-                base_cpu = time.process_time() - base_cpu0
+                base, base_cpu = timed(plain_client, url, bodies, concurrency)
                 received_bodies(base_url)  # let the server drop the replayed bodies
+                httpx, httpx_cpu = timed(plain_httpx_client, url, bodies, concurrency)
+                received_bodies(base_url)
                 results[str(concurrency)] = {
                     "images": n, "requests": requests, "identical_caption_retries": identical_retries(config),
                     "requests_per_s": round(requests / span, 1),
@@ -173,6 +200,8 @@ def main() -> None:
                     "model_stage_cpu_ms_per_request": round(1000 * (clock.end[0] - clock.start[0]) / requests, 3),
                     "model_stage_loop_cpu_ms_per_request": round(1000 * (clock.end[1] - clock.start[1]) / requests, 3),
                     "baseline_cpu_ms_per_request": round(1000 * base_cpu / requests, 3),
+                    "httpx_requests_per_s": round(requests / httpx, 1),
+                    "httpx_cpu_ms_per_request": round(1000 * httpx_cpu / requests, 3),
                     "build_wall_s": round(build_wall, 2),
                     "body_kib_per_request": round(body_bytes / requests / 1024, 2),
                 }

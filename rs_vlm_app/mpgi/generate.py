@@ -18,12 +18,14 @@ asked again.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import re
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from rs_vlm_app.errors import Cancelled, UserError
@@ -84,6 +86,7 @@ class Generator:
         self._streak: dict[str, int] = {name: 0 for name in backends}
         self._done: dict[str, int] = {}
         self._totals: dict[str, int] = {}
+        self._encoder: ThreadPoolExecutor | None = None  # images are read and encoded here during run()
         relay = config.relay
         self._relay = [_Unit(step.stage, step.prompt, backends[step.backend], relay.max_tokens, relay.temperature)
                        for step in plan.relay_steps]
@@ -113,6 +116,13 @@ class Generator:
         await self._writer.start()
         window = _Window(limit)
         watcher = asyncio.create_task(self._watch_cancel(window))
+        # what exists now (modules, the plan, the config) is not scanned by the garbage collector
+        # until the model stages end: a full collection then takes milliseconds, not tens of them,
+        # and the event loop is not held up while replies wait
+        gc.freeze()
+        # one thread reads and encodes images (tens a second even for 1024 px tiles: more than an
+        # MLLM server answers); more would only contend with the event loop for the GIL
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
         try:
             for row, outputs, tries in self._pending(sources):
                 await window.room()
@@ -125,6 +135,8 @@ class Generator:
             await window.cancel_all()
             raise
         finally:
+            gc.unfreeze()
+            self._encoder.shutdown(wait=False, cancel_futures=True)
             watcher.cancel()
             await self._writer.close()
         if self._writer.error is not None:
@@ -170,7 +182,7 @@ class Generator:
             image = None
             if any(u.prompt.image for u in todo):
                 try:
-                    image = await asyncio.get_running_loop().run_in_executor(None, self._encode, row)
+                    image = await asyncio.get_running_loop().run_in_executor(self._encoder, self._encode, row)
                 except ImageReadError as exc:
                     for unit in todo:
                         self._record_unusable(row, unit, f"unreadable image: {exc}")

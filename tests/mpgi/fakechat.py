@@ -73,6 +73,9 @@ class FakeChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as inference servers set it: without it a reply written as headers, then
+            # body waits out the client's delayed ACK (about 40 ms more on every request)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # quiet
                 pass

@@ -129,6 +129,27 @@ def test_api_key_comes_from_the_environment(tmp_path, fake_server, monkeypatch):
     assert stored == 0
 
 
+def test_a_proxy_named_by_the_environment_carries_the_requests(tmp_path, fake_server, monkeypatch):
+    """HTTP_PROXY as curl reads it: requests for a host only the proxy reaches go through it; NO_PROXY
+    sends them direct (here: to a host that does not exist)."""
+    target = "http://model-server.invalid:8000/v1"
+    config = folder_config(tmp_path, target, images=1, perspectives=())
+    proxy = fake_server.base_url.removesuffix("/v1")
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    summary = build_dataset(config)
+    assert summary.status == "completed" and summary.failed_units == 0
+    assert fake_server.requests and {h["Host"] for h in fake_server.headers} == {"model-server.invalid:8000"}
+    monkeypatch.setenv("NO_PROXY", "localhost,.invalid")
+    sent = len(fake_server.requests)
+    with pytest.raises(UserError, match=r"backend 'llm': http://model-server.invalid:8000/v1 is not reachable "
+                                        r"\(connection failed"):
+        build_dataset(folder_config(tmp_path / "direct", target, images=1, perspectives=()))
+    assert len(fake_server.requests) == sent
+
+
 def test_backoff_grows_and_honours_retry_after():
     delays = [backoff_delay(i, 1.0, 30.0) for i in range(6)]
     assert 0.5 <= delays[0] <= 1.0 and 8.0 <= delays[4] <= 16.0 and delays[5] <= 30.0

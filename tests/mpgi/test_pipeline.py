@@ -89,8 +89,10 @@ class CancelAfter:
 def test_cancel_stops_at_the_next_image_and_resumes_cleanly(tmp_path, fake_server):
     config = folder_config(tmp_path, fake_server.base_url, images=8)
     reporter = CancelAfter(3)
+    fake_server.delay_s = 0.2  # a model's pace: the cancel (looked at every 0.2 s) comes mid-build
     with pytest.raises(Cancelled):
         build_dataset(config, reporter=reporter)
+    fake_server.delay_s = 0.0
     assert query(config.manifest_path, "SELECT status FROM runs") == [("cancelled",)]
     partial = outputs(config.manifest_path)
     assert 3 <= sum(stage != "rules" for _, stage in partial) < 8 * 5
