@@ -138,9 +138,9 @@ class OpenAICompatBackend(ChatBackend):
         return body
 
     def payload(self, request: ChatRequest) -> bytes:
-        """``body(request)`` as the JSON bytes ``json.dumps`` writes for it (compact, UTF-8), put together from parts escaped
-        once: the user text (shared with the prompt hash), the image's data URL (once per image), the
-        model name, system prompt and sampling settings (remembered)."""
+        """``body(request)`` as the JSON bytes ``json.dumps`` writes for it (compact, UTF-8), put together
+        from parts escaped once: the user text (shared with the prompt hash), the image's data URL (once
+        per image), the model name, system prompt and sampling settings (remembered)."""
         if _BODY_KEYS.intersection(self.config.extra_body):  # extra_body replaces a field: the plain way
             return _json_bytes(self.body(request))
         parts = [b'{"model":', json_value(self.config.model), b',"messages":[']
