@@ -20,23 +20,16 @@ import contextlib
 import json
 import socket
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rs_vlm_app.mpgi.backends.openai_compat import PREFLIGHT_PROMPT  # noqa: E402
+from tests.mpgi.fakechat import completion, user_text  # noqa: E402
 
 
-def _user_text(body: dict) -> str:
-    content = body["messages"][-1]["content"]
-    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
-
-
-def completion(text: str) -> bytes:
-    return json.dumps({"id": "stand-in", "object": "chat.completion", "created": int(time.time()),
-                       "model": "stand-in", "choices": [{"index": 0, "finish_reason": "stop",
-                                                         "message": {"role": "assistant", "content": text}}]}).encode()
+def reply_body(text: str) -> bytes:
+    return json.dumps(completion(text)).encode()
 
 
 async def serve(delay_s: float, keep_bodies: bool) -> None:
@@ -49,14 +42,14 @@ async def serve(delay_s: float, keep_bodies: bool) -> None:
             body = json.loads(await request.read())
         except json.JSONDecodeError:
             return web.json_response({"error": {"message": "bad json"}}, status=400)
-        if _user_text(body) == PREFLIGHT_PROMPT:
-            return web.Response(body=completion("OK"), content_type="application/json")
+        if user_text(body) == PREFLIGHT_PROMPT:
+            return web.Response(body=reply_body("OK"), content_type="application/json")
         state["count"] += 1
         number = state["count"]
         if keep_bodies:
             state["bodies"].append(body)
         await asyncio.sleep(delay_s)
-        return web.Response(body=completion(f"Reply {number}: an aerial image of a test scene."),
+        return web.Response(body=reply_body(f"Reply {number}: an aerial image of a test scene."),
                             content_type="application/json")
 
     async def bodies(request: web.Request) -> web.Response:

@@ -142,7 +142,7 @@ class FakeChatServer:
     # ---------------------------------------------------------------------------- answering
     def _handle(self, handler, body: dict) -> None:
         if user_text(body) == PREFLIGHT_PROMPT and self.answer_preflight:  # the build's start-up check
-            handler._send(200, _completion("OK"))
+            handler._send(200, completion("OK"))
             return
         with self._lock:
             self._counter += 1
@@ -170,11 +170,11 @@ class FakeChatServer:
         elif kind == "nochoices":
             handler._send(200, {"object": "chat.completion", "id": "x"})
         elif kind == "empty":
-            handler._send(200, _completion("   "))
+            handler._send(200, completion("   "))
         elif kind == "hang":
             time.sleep(action[1] if isinstance(action, tuple) else 5.0)
             with contextlib.suppress(OSError):
-                handler._send(200, _completion("too late"))
+                handler._send(200, completion("too late"))
         elif kind == "drop":
             handler.close_connection = True
             handler.connection.close()
@@ -206,10 +206,10 @@ class FakeChatServer:
         if self.record:
             with self._lock:
                 self.replies.append((body, reply))
-        handler._send(200, _completion(reply))
+        handler._send(200, completion(reply))
 
 
-def _completion(reply: str | dict[str, Any]) -> dict[str, Any]:
+def completion(reply: str | dict[str, Any]) -> dict[str, Any]:
     """A chat completion; ``reply`` is the content, or {"content", "reasoning_content", "finish_reason"}."""
     fields = dict(reply) if isinstance(reply, dict) else {"content": reply}
     finish = fields.pop("finish_reason", "stop")
